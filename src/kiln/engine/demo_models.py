@@ -1,0 +1,200 @@
+"""Tiny random-weight SD 1.x and SDXL diffusers folders for tests, demos and benchmarks.
+
+Built offline and deterministically: the same call writes the same bytes every time. The images
+they produce are noise, but every code path (tokenizer, clip skip, schedulers, VAE scale factor 8,
+single-file conversion) behaves as with a real model, at a tiny fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
+
+_SEED = 0
+_MAX_LENGTH = 77
+_BOS = "<|startoftext|>"
+_EOS = "<|endoftext|>"
+# Whole-word merges so that a few common words are single tokens, as with the real vocabulary.
+_MERGES = (("t", "h"), ("th", "e</w>"), ("a", "n"), ("an", "d</w>"), ("c", "a"), ("ca", "t</w>"))
+# SD 1.5's training noise schedule, shared by both architectures.
+_BETAS: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+}
+
+
+def build_tiny_sd(out_dir: Path) -> Path:
+    """Write a tiny SD 1.x diffusers folder to `out_dir` and return it.
+
+    Loads with `StableDiffusionPipeline.from_pretrained(out_dir, local_files_only=True)`. The text
+    encoder has 4 layers of width 32 so clip skip 0-3 is meaningful.
+    """
+    torch.manual_seed(_SEED)
+    tokenizer = _tokenizer()
+    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_size=32))
+    unet = UNet2DConditionModel(**_unet_kwargs(cross_attention_dim=32))
+    pipe = StableDiffusionPipeline(
+        vae=_vae(scaling_factor=0.18215),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler(**_BETAS, skip_prk_steps=True, set_alpha_to_one=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return _save(pipe, out_dir)
+
+
+def build_tiny_sdxl(out_dir: Path) -> Path:
+    """Write a tiny SDXL diffusers folder to `out_dir` and return it.
+
+    Loads with `StableDiffusionXLPipeline.from_pretrained(out_dir, local_files_only=True)`. The
+    two text encoders have different widths (32 and 64), as CLIP-L and OpenCLIP-bigG do, because
+    diffusers' single-file loader tells them apart by width.
+    """
+    torch.manual_seed(_SEED)
+    tokenizer = _tokenizer()
+    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_size=32))
+    text_encoder_2 = CLIPTextModelWithProjection(
+        _text_config(tokenizer, hidden_size=64, projection_dim=32)
+    )
+    time_embed_dim = 8
+    unet = UNet2DConditionModel(
+        **_unet_kwargs(cross_attention_dim=32 + 64),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_embed_dim,
+        # 6 micro-conditioning numbers (original size, crop, target size) plus the pooled text.
+        projection_class_embeddings_input_dim=6 * time_embed_dim + 32,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(scaling_factor=0.13025),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**_BETAS, timestep_spacing="leading"),
+        force_zeros_for_empty_prompt=True,
+    )
+    return _save(pipe, out_dir)
+
+
+def _byte_chars() -> list[str]:
+    """CLIP's (GPT-2's) reversible map of the 256 byte values to printable characters."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    codes = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    by_byte = dict(zip(printable, codes, strict=True))
+    return [chr(by_byte[b]) for b in range(256)]
+
+
+def _tokenizer() -> CLIPTokenizer:
+    chars = _byte_chars()
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(pair) for pair in _MERGES]
+    tokens += [_BOS, _EOS]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), "utf-8")
+        merges = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in _MERGES)
+        (folder / "merges.txt").write_text(merges, "utf-8")
+        tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer.model_max_length = _MAX_LENGTH
+    return tokenizer
+
+
+def _text_config(
+    tokenizer: CLIPTokenizer, *, hidden_size: int, projection_dim: int | None = None
+) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=_MAX_LENGTH,
+        projection_dim=projection_dim or hidden_size,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _unet_kwargs(*, cross_attention_dim: int) -> dict[str, Any]:
+    # Attention only at the lowest resolution: attention at full latent resolution is what
+    # makes diffusers' own test UNet 40x slower at 512 px.
+    return {
+        "sample_size": 8,
+        "in_channels": 4,
+        "out_channels": 4,
+        "block_out_channels": (8, 16, 16),
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "down_block_types": ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        "cross_attention_dim": cross_attention_dim,
+        "attention_head_dim": 4,
+    }
+
+
+def _vae(*, scaling_factor: float) -> AutoencoderKL:
+    # Four blocks so the latent is 1/8 of the image, as in the real VAEs.
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+    )
+
+
+def _save(pipe: StableDiffusionPipeline | StableDiffusionXLPipeline, out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    _clear_name_or_path(out_dir)
+    return out_dir
+
+
+def _clear_name_or_path(folder: Path) -> None:
+    """Blank `_name_or_path` in saved configs: it would record the temporary build folder."""
+    for config_file in folder.glob("*/config.json"):
+        config = json.loads(config_file.read_text("utf-8"))
+        if config.get("_name_or_path"):
+            config["_name_or_path"] = ""
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")

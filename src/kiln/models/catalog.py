@@ -1,0 +1,125 @@
+"""The catalog of models an operator registered, stored in the database.
+
+A `CatalogEntry` carries what the engine needs to load a model (`spec`) and what the protocol
+exposes through `modelSearch` and defaults of `imageInference`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kiln.errors import NotFoundError
+from kiln.generation import ModelSpec
+from kiln.models.air import parse_air
+from kiln.storage import Database
+
+CATEGORIES = ("checkpoint", "lora", "lycoris", "controlnet", "vae", "embeddings")
+ARCHITECTURES = ("sd1x", "sdxl")
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Per-model defaults applied when a request omits the parameter."""
+
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    cfg: float | None = None
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    air: str
+    name: str
+    version: str
+    category: str
+    architecture: str
+    path: str
+    type: str | None = None
+    config_path: str | None = None
+    tags: tuple[str, ...] = ()
+    conditioning: str | None = None
+    comment: str = ""
+    defaults: ModelDefaults = field(default_factory=ModelDefaults)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(
+            air=self.air,
+            architecture=self.architecture,  # type: ignore[arg-type]
+            path=self.path,
+            config_path=self.config_path,
+        )
+
+
+class Catalog:
+    """Registered models, keyed by normalised AIR."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, entry: CatalogEntry) -> CatalogEntry:
+        """Register (or replace) `entry`; validates the AIR, category, architecture and path."""
+        air = str(parse_air(entry.air))
+        if entry.category not in CATEGORIES:
+            raise ValueError(f"category must be one of {', '.join(CATEGORIES)}")
+        if entry.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
+        if not Path(entry.path).exists():
+            raise FileNotFoundError(entry.path)
+        self._db.execute(
+            "INSERT OR REPLACE INTO models (air, name, version, category, type, architecture, path,"
+            " config_path, tags, conditioning, comment, defaults, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                air, entry.name, entry.version, entry.category, entry.type, entry.architecture,
+                str(Path(entry.path).resolve()),
+                str(Path(entry.config_path).resolve()) if entry.config_path else None,
+                json.dumps(list(entry.tags)), entry.conditioning, entry.comment,
+                json.dumps(asdict(entry.defaults)), time.time(),
+            ),
+        )
+        return self.get(air)
+
+    def remove(self, air: str) -> bool:
+        return self._db.execute("DELETE FROM models WHERE air = ?", (str(parse_air(air)),)) > 0
+
+    def find(self, air: str) -> CatalogEntry | None:
+        rows = self._db.query("SELECT * FROM models WHERE air = ?", (str(parse_air(air)),))
+        return _entry(rows[0]) if rows else None
+
+    def get(self, air: str, parameter: str = "model") -> CatalogEntry:
+        """The entry for `air`; `unknownModel` naming `parameter` when none is registered."""
+        entry = self.find(str(parse_air(air, parameter)))
+        if entry is None:
+            raise NotFoundError(
+                f"No model '{air}' in this server's catalog. `modelSearch` lists the models "
+                "available; operators register more with `kiln models add`.",
+                code="unknownModel",
+                parameter=parameter,
+            )
+        return entry
+
+    def all(self) -> list[CatalogEntry]:
+        return [_entry(r) for r in self._db.query("SELECT * FROM models ORDER BY air")]
+
+
+def _entry(row) -> CatalogEntry:  # type: ignore[no-untyped-def]
+    return CatalogEntry(
+        air=row["air"],
+        name=row["name"],
+        version=row["version"],
+        category=row["category"],
+        type=row["type"],
+        architecture=row["architecture"],
+        path=row["path"],
+        config_path=row["config_path"],
+        tags=tuple(json.loads(row["tags"])),
+        conditioning=row["conditioning"],
+        comment=row["comment"],
+        defaults=ModelDefaults(**json.loads(row["defaults"])),
+    )

@@ -1,0 +1,144 @@
+"""The `imageInference` task: its parameters, limits (PROTOCOL.md Part A) and validation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kiln.protocol.validation import Limit, reject_unsupported, validate_task
+from kiln.schedulers import SCHEDULER_NAMES
+
+OUTPUT_TYPES = ("URL", "base64Data", "dataURI")
+OUTPUT_FORMAT_NAMES = ("PNG", "JPG", "WEBP")
+MAX_SEED = 2**63 - 1
+
+LIMITS: dict[str, Limit] = {
+    "positivePrompt": Limit("string", 4, 2000),
+    "negativePrompt": Limit("string", 4, 2000),
+    "width": Limit("integer", 128, 2048, multiple_of=64),
+    "height": Limit("integer", 128, 2048, multiple_of=64),
+    "steps": Limit("integer", 1, 100),
+    "CFGScale": Limit("float", 0, 50),
+    "clipSkip": Limit("integer", 0, 2),
+    "numberResults": Limit("integer", 1, 20),
+    "seed": Limit("integer", 1, MAX_SEED),
+    "outputType": Limit("string", allowed=OUTPUT_TYPES),
+    "outputFormat": Limit("string", allowed=OUTPUT_FORMAT_NAMES),
+    "outputQuality": Limit("integer", 20, 99),
+    "scheduler": Limit("string", allowed=SCHEDULER_NAMES),
+    "model": Limit("string"),
+    "includeCost": Limit("boolean"),
+    "deliveryMethod": Limit("string", allowed=("sync",)),
+}
+
+# Parameters of the protocol that this server does not implement (yet). A request that sets one
+# gets `unsupportedParameter` instead of an image that silently ignored it.
+UNSUPPORTED: dict[str, str] = {
+    "seedImage": "image-to-image is not available on this server yet.",
+    "maskImage": "inpainting is not available on this server yet.",
+    "outpaint": "outpainting is not available on this server yet.",
+    "maskMargin": "inpainting is not available on this server yet.",
+    "referenceImages": "reference images are not available on this server.",
+    "controlNet": "ControlNet is not available on this server yet.",
+    "lora": "LoRA is not available on this server yet.",
+    "lycoris": "LyCORIS adapters are not available on this server.",
+    "embeddings": "textual-inversion embeddings are not available on this server.",
+    "ipAdapters": "IP-Adapters are not available on this server.",
+    "refiner": "SDXL refiners are not available on this server.",
+    "vae": "VAE overrides are not available on this server.",
+    "usePromptWeighting": "prompt weighting is not available on this server yet.",
+    "promptWeighting": "prompt weighting is not available on this server yet.",
+    "checkNSFW": "the NSFW check is not available on this server yet.",
+    "uploadEndpoint": "uploadEndpoint delivery is not available on this server yet.",
+    "webhookURL": "webhook delivery is not available on this server yet.",
+    "acceleratorOptions": "accelerator caches are not available on this server.",
+    "advancedFeatures": "advanced features are not available on this server.",
+    "puLID": "PuLID is not available on this server.",
+    "acePlusPlus": "ACE++ is not available on this server.",
+    "instantID": "InstantID is not available on this server.",
+    "photoMaker": "PhotoMaker is not available on this server.",
+    "providerSettings": "third-party provider settings do not apply to a self-hosted server.",
+}
+
+Prompt = Annotated[str, Field(min_length=4, max_length=2000)]
+Dimension = Annotated[int, Field(ge=128, le=2048, multiple_of=64)]
+
+
+class ImageInferenceTask(BaseModel):
+    """A validated `imageInference` task. Unknown keys are ignored (the SDKs send several)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    taskType: Literal["imageInference"]
+    taskUUID: str
+    model: str
+    positivePrompt: Prompt
+    negativePrompt: Prompt | None = None
+    width: Dimension | None = None
+    height: Dimension | None = None
+    steps: Annotated[int, Field(ge=1, le=100)] | None = None
+    CFGScale: Annotated[float, Field(ge=0, le=50)] | None = None
+    clipSkip: Annotated[int, Field(ge=0, le=2)] = 0
+    scheduler: str | None = None
+    seed: Annotated[int, Field(ge=1, le=MAX_SEED)] | None = None
+    numberResults: Annotated[int, Field(ge=1, le=20)] = 1
+    outputType: str = "URL"
+    outputFormat: str = "JPG"
+    outputQuality: Annotated[int, Field(ge=20, le=99)] = 95
+    includeCost: bool = False
+    deliveryMethod: Literal["sync"] = "sync"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_and_nulls(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if v is not None}
+        if "model" not in data and "modelId" in data:  # PY <= 0.4 and 2024 docs
+            data["model"] = data["modelId"]
+        if data.get("negativePrompt") == "":
+            del data["negativePrompt"]
+        if isinstance(data.get("positivePrompt"), str):
+            data["positivePrompt"] = data["positivePrompt"].strip()
+        return data
+
+    @field_validator("outputType", mode="before")
+    @classmethod
+    def _output_type(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if value not in OUTPUT_TYPES:
+            raise ValueError("unknown output type")
+        return value
+
+    @field_validator("outputFormat", mode="before")
+    @classmethod
+    def _output_format(cls, value: Any) -> Any:
+        name = value.upper() if isinstance(value, str) else value
+        name = "JPG" if name == "JPEG" else name
+        if name not in OUTPUT_FORMAT_NAMES:
+            raise ValueError("unknown output format")
+        return name
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler(cls, value: Any) -> Any:
+        if value not in SCHEDULER_NAMES:
+            raise ValueError("unknown scheduler")
+        return value
+
+
+def parse_image_inference(task: dict[str, Any]) -> ImageInferenceTask:
+    """Validate an `imageInference` task object or raise a typed error naming the parameter.
+
+    An unknown scheduler is `invalidScheduler`; a parameter this server does not implement is
+    `unsupportedParameter`.
+    """
+    reject_unsupported(task, UNSUPPORTED)
+    safety = task.get("safety")
+    if isinstance(safety, dict) and (safety.get("checkContent") or safety.get("mode") not in (None, "none")):
+        reject_unsupported({"safety": True}, {"safety": UNSUPPORTED["checkNSFW"]})
+    if task.get("acceleration") not in (None, "none"):
+        reject_unsupported({"acceleration": True}, {"acceleration": "acceleration presets are not available on this server."})
+    return validate_task(ImageInferenceTask, task, LIMITS)

@@ -1,0 +1,59 @@
+"""The ASGI application: routes of the transports over one dispatcher."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from kiln import __version__
+from kiln.media.encoding import MIME_BY_EXTENSION
+from kiln.server.rest import handle_rest
+from kiln.server.websocket import WebSocketSession
+from kiln.service import Dispatcher, Services
+
+_MEDIA_NAME = re.compile(r"^([0-9a-f-]{36})\.(png|jpg|webp)$")
+
+
+def create_app(services: Services) -> Starlette:
+    """The Kiln ASGI app over `services` (closed when the app shuts down)."""
+    dispatcher = Dispatcher(services)
+
+    async def rest(request: Request) -> Response:
+        return await handle_rest(request, dispatcher)
+
+    async def websocket(ws: WebSocket) -> None:
+        await WebSocketSession(ws, dispatcher).run()
+
+    async def media(request: Request) -> Response:
+        match = _MEDIA_NAME.match(request.path_params["name"])
+        stored = services.images.get(match[1]) if match else None
+        if stored is None or stored.extension != match[2]:  # type: ignore[index]
+            return JSONResponse({"errors": [{"code": "notFound", "message": "No such image."}]}, 404)
+        return FileResponse(stored.path, media_type=MIME_BY_EXTENSION[stored.extension])
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        services.close()
+
+    return Starlette(
+        routes=[
+            Route("/v1", rest, methods=["POST"]),
+            Route("/", rest, methods=["POST"]),
+            WebSocketRoute("/v1", websocket),
+            WebSocketRoute("/", websocket),
+            Route("/media/{name}", media, methods=["GET", "HEAD"]),
+            Route("/health", health),
+        ],
+        lifespan=lifespan,
+    )

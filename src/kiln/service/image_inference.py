@@ -1,0 +1,110 @@
+"""The `imageInference` task: from a validated task to delivered result items."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kiln.errors import InvalidRequestError
+from kiln.generation import GenerationRequest
+from kiln.keys import Principal
+from kiln.media import OUTPUT_FORMATS, encode_image
+from kiln.models import CatalogEntry
+from kiln.protocol.image_inference import ImageInferenceTask, parse_image_inference
+from kiln.schedulers import DEFAULT_SCHEDULER
+from kiln.service.pricing import image_cost
+from kiln.service.services import Services
+
+FALLBACK_SIZE = 512
+FALLBACK_STEPS = 20
+FALLBACK_CFG = 7.0
+
+
+def random_seed() -> int:
+    """A random 32-bit seed (JavaScript clients lose precision above 2**53)."""
+    return secrets.randbelow(2**32 - 1) + 1
+
+
+def build_generation_request(task: ImageInferenceTask, entry: CatalogEntry) -> GenerationRequest:
+    """Apply the model's catalog defaults, then the fallbacks, to what the task left out."""
+    defaults = entry.defaults
+    seed = task.seed if task.seed is not None else random_seed()
+    scheduler = task.scheduler or defaults.scheduler
+    return GenerationRequest(
+        model=entry.spec,
+        positive_prompt=task.positivePrompt,
+        negative_prompt=task.negativePrompt,
+        width=task.width or defaults.width or FALLBACK_SIZE,
+        height=task.height or defaults.height or FALLBACK_SIZE,
+        steps=task.steps or defaults.steps or FALLBACK_STEPS,
+        cfg_scale=task.CFGScale if task.CFGScale is not None else (defaults.cfg or FALLBACK_CFG),
+        clip_skip=task.clipSkip,
+        scheduler=None if scheduler in (None, DEFAULT_SCHEDULER) else scheduler,
+        seeds=tuple(seed + i for i in range(task.numberResults)),
+    )
+
+
+class ImageInferenceHandler:
+    """Generates, encodes, stores and delivers the images of one `imageInference` task."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def __call__(
+        self, raw: dict[str, Any], principal: Principal
+    ) -> AsyncIterator[dict[str, Any]]:
+        task = parse_image_inference(raw)
+        entry = self._services.catalog.get(task.model)
+        if entry.category != "checkpoint":
+            raise InvalidRequestError(
+                f"'{task.model}' is a {entry.category}, not a checkpoint; pass it in the "
+                f"matching list ('lora', 'controlNet') and a checkpoint as 'model'.",
+                code="invalidModel",
+                parameter="model",
+            )
+        request = build_generation_request(task, entry)
+        images = self._services.executor.generate(request)
+        index = 0
+        async for image in images:
+            seed = request.seeds[index]
+            index += 1
+            yield await asyncio.to_thread(self._deliver, image, seed, task, request, principal)
+
+    def _deliver(
+        self,
+        image: Any,
+        seed: int,
+        task: ImageInferenceTask,
+        request: GenerationRequest,
+        principal: Principal,
+    ) -> dict[str, Any]:
+        """Encode and store one image; return its result item. Runs off the event loop."""
+        fmt = OUTPUT_FORMATS[task.outputFormat]
+        data = encode_image(image, task.outputFormat, task.outputQuality)
+        stored = self._services.images.put(
+            data,
+            owner=principal.key_id,
+            extension=fmt.extension,
+            width=image.width,
+            height=image.height,
+            origin="generated",
+        )
+        item: dict[str, Any] = {"imageUUID": stored.image_uuid}
+        if task.outputType == "URL":
+            item["imageURL"] = f"{self._services.settings.base_url}/media/{stored.image_uuid}.{fmt.extension}"
+        elif task.outputType == "base64Data":
+            item["imageBase64Data"] = base64.b64encode(data).decode()
+        else:
+            item["imageDataURI"] = f"data:{fmt.mime_type};base64,{base64.b64encode(data).decode()}"
+        item["seed"] = seed
+        if task.includeCost:
+            item["cost"] = image_cost(
+                self._services.settings.prices,
+                width=request.width,
+                height=request.height,
+                steps=request.steps,
+            )
+        return item

@@ -1,0 +1,42 @@
+"""The long-lived services a running Kiln shares: database, keys, catalog, images, executor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiln.executor import InProcessExecutor, default_engine_factory
+from kiln.keys import KeyStore
+from kiln.media import ImageStore
+from kiln.models import Catalog
+from kiln.service.task_registry import TaskRegistry
+from kiln.settings import Settings
+from kiln.storage import Database
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    keys: KeyStore
+    catalog: Catalog
+    images: ImageStore
+    tasks: TaskRegistry
+    executor: InProcessExecutor
+
+    @classmethod
+    def open(cls, settings: Settings, executor: InProcessExecutor | None = None) -> Services:
+        """Open the data directory of `settings` (created if missing)."""
+        db = Database(settings.database_path)
+        return cls(
+            settings=settings,
+            db=db,
+            keys=KeyStore(db, settings.api_keys),
+            catalog=Catalog(db),
+            images=ImageStore(db, settings.media_dir),
+            tasks=TaskRegistry(db),
+            executor=executor or InProcessExecutor(default_engine_factory(settings.device)),
+        )
+
+    def close(self) -> None:
+        self.executor.close()
+        self.db.close()

@@ -1,0 +1,5 @@
+"""Persistent state: the SQLite database shared by keys, catalog, images and task records."""
+
+from kiln.storage.database import Database
+
+__all__ = ["Database"]

@@ -1,0 +1,103 @@
+"""Shared fixtures: one data directory with the demo models, one Kiln app, for the session.
+
+Building the tiny models and importing torch take seconds, so they happen once; every test
+drives the public API (REST, WebSocket) of that one app in-process.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from kiln.models import Catalog  # noqa: E402
+from kiln.models.demo import init_demo_models  # noqa: E402
+from kiln.server import create_app  # noqa: E402
+from kiln.service import Services  # noqa: E402
+from kiln.settings import Settings  # noqa: E402
+from kiln.storage import Database  # noqa: E402
+
+API_KEY = "test-key-1"
+OTHER_KEY = "test-key-2"
+SD = "kiln:tiny-sd@1"
+SDXL = "kiln:tiny-sdxl@1"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("kiln-data")
+    init_demo_models(Catalog(Database(root / "kiln.sqlite3")), root / "models", log=lambda _: None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        api_keys=(API_KEY, OTHER_KEY),
+        public_url="http://testserver",
+        allow_private_urls=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Iterator[Services]:
+    services = Services.open(settings)
+    yield services
+
+
+@pytest.fixture(scope="session")
+def client(services: Services) -> Iterator[TestClient]:
+    with TestClient(create_app(services)) as client:
+        yield client
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def inference(**overrides: Any) -> dict[str, Any]:
+    """A small, fast imageInference task on the tiny SD 1.x model."""
+    task = {
+        "taskType": "imageInference",
+        "taskUUID": new_uuid(),
+        "model": SD,
+        "positivePrompt": "a red circle on a blue background",
+        "width": 128,
+        "height": 128,
+        "steps": 2,
+        "seed": 1234,
+        "outputType": "base64Data",
+        "outputFormat": "PNG",
+    }
+    task.update(overrides)
+    return {k: v for k, v in task.items() if v is not None}
+
+
+def post(client: TestClient, tasks: Any, key: str | None = API_KEY, **kwargs: Any) -> Any:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return client.post("/v1", json=tasks, headers=headers, **kwargs)
+
+
+def decode_image(item: dict[str, Any]) -> Image.Image:
+    """The image of a result item, whatever its outputType."""
+    if "imageBase64Data" in item:
+        data = base64.b64decode(item["imageBase64Data"])
+    elif "imageDataURI" in item:
+        data = base64.b64decode(item["imageDataURI"].split(",", 1)[1])
+    else:
+        raise AssertionError(f"no inline image in {item}")
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
