@@ -48,6 +48,7 @@ def settings(data_dir: Path) -> Settings:
         api_keys=(API_KEY, OTHER_KEY),
         public_url="http://testserver",
         allow_private_urls=True,
+        torch_threads=1,  # byte-exact determinism and no OpenMP stalls on a shared CPU
     )
 
 

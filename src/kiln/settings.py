@@ -32,6 +32,7 @@ class Settings:
     public_url: str | None = None
     allow_private_urls: bool = False
     device: str | None = None
+    torch_threads: int | None = None
     max_body_bytes: int = 64 * 1024 * 1024
     max_tasks_per_request: int = 64
     prices: Prices = field(default_factory=Prices)
@@ -56,6 +57,8 @@ class Settings:
             values["allow_private_urls"] = _env_bool(env["KILN_ALLOW_PRIVATE_URLS"])
         if env.get("KILN_DEVICE"):
             values["device"] = env["KILN_DEVICE"]
+        if env.get("KILN_TORCH_THREADS"):
+            values["torch_threads"] = int(env["KILN_TORCH_THREADS"])
         prices = {
             name: float(env[var])
             for name, var in (

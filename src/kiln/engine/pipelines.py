@@ -45,14 +45,12 @@ def load_pipeline(model: ModelSpec, device: str, dtype: torch.dtype) -> Diffusio
     )
     try:
         if path.is_dir():
-            pipe = pipeline_class.from_pretrained(
-                path, torch_dtype=dtype, local_files_only=True, **extra
-            )
+            pipe = pipeline_class.from_pretrained(path, dtype=dtype, local_files_only=True, **extra)
         elif path.is_file() and path.suffix == ".safetensors":
             pipe = pipeline_class.from_single_file(
                 str(path),
                 config=str(_config_folder(model)),
-                torch_dtype=dtype,
+                dtype=dtype,
                 local_files_only=True,
                 **extra,
             )

@@ -34,7 +34,7 @@ class Services:
             catalog=Catalog(db),
             images=ImageStore(db, settings.media_dir),
             tasks=TaskRegistry(db),
-            executor=executor or InProcessExecutor(default_engine_factory(settings.device)),
+            executor=executor or InProcessExecutor(default_engine_factory(settings.device, settings.torch_threads)),
         )
 
     def close(self) -> None:

@@ -1,0 +1,56 @@
+"""The `kiln` command: keys and the model catalog, as an operator uses them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from kiln.keys import KeyStore
+from kiln.models import Catalog
+from kiln.storage import Database
+
+
+def kiln(data_dir, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kiln.cli", "--data-dir", str(data_dir), *args],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_keys_create_stores_only_a_hash(tmp_path):
+    result = kiln(tmp_path, "keys", "create", "--name", "ci")
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    assert key.startswith("kiln_")
+    db = Database(tmp_path / "kiln.sqlite3")
+    assert KeyStore(db).authenticate(key) is not None
+    assert KeyStore(db).authenticate(key + "x") is None
+    assert key.encode() not in (tmp_path / "kiln.sqlite3").read_bytes()
+    assert "ci" in kiln(tmp_path, "keys", "list").stdout
+
+
+def test_models_add_list_remove(tmp_path, data_dir):
+    folder = data_dir / "models" / "tiny-sd"
+    added = kiln(tmp_path, "models", "add", str(folder), "--air", "civitai:4201@130072",
+                 "--architecture", "sd1x", "--default-steps", "3", "--tags", "a,b")
+    assert added.returncode == 0, added.stderr
+    entry = Catalog(Database(tmp_path / "kiln.sqlite3")).get("civitai:4201@130072")
+    assert entry.defaults.steps == 3 and entry.tags == ("a", "b")
+    assert "civitai:4201@130072" in kiln(tmp_path, "models", "list").stdout
+    assert kiln(tmp_path, "models", "remove", "civitai:4201@130072").returncode == 0
+    assert Catalog(Database(tmp_path / "kiln.sqlite3")).find("civitai:4201@130072") is None
+
+
+@pytest.mark.parametrize("air", ["nope", "civitai:@1", "a:b"])
+def test_models_add_refuses_a_malformed_air(tmp_path, data_dir, air):
+    result = kiln(tmp_path, "models", "add", str(data_dir), "--air", air, "--architecture", "sd1x")
+    assert result.returncode == 2
+    assert "AIR" in result.stderr
+
+
+def test_models_add_refuses_a_missing_path(tmp_path):
+    result = kiln(tmp_path, "models", "add", str(tmp_path / "missing"), "--air", "x:1@1",
+                  "--architecture", "sd1x")
+    assert result.returncode == 2
