@@ -19,7 +19,9 @@ def pixels(images: object) -> list[np.ndarray]:
 
 def test_public_surface() -> None:
     assert kiln.engine.__all__ == ["Engine"]
-    assert Engine(device="cpu").device == "cpu"
+    engine = Engine(device="cpu")
+    assert engine.device == "cpu"
+    assert engine.loaded_models == ()
 
 
 @pytest.mark.parametrize("arch", ["sd", "sdxl"])

@@ -49,9 +49,9 @@ def test_cache_evicts_least_recently_used(tiny: TinyModels) -> None:
     engine = Engine(device="cpu", max_cached_models=1)
     engine.load(tiny.sd)
     engine.load(tiny.sdxl)
-    assert engine._cache.cached() == [(tiny.sdxl.air, tiny.sdxl.path)]
+    assert engine.loaded_models == (tiny.sdxl.air,)
     assert len(list(engine.generate(make_request(tiny.sd)))) == 1
-    assert engine._cache.cached() == [(tiny.sd.air, tiny.sd.path)]
+    assert engine.loaded_models == (tiny.sd.air,)
 
 
 @pytest.mark.parametrize("builder", [build_tiny_sd, build_tiny_sdxl])

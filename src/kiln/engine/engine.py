@@ -44,6 +44,11 @@ class Engine:
         """The torch device the engine runs on, e.g. "cpu" or "cuda"."""
         return self._device
 
+    @property
+    def loaded_models(self) -> tuple[str, ...]:
+        """Airs of the models held in memory, least recently used first."""
+        return tuple(air for air, _path in self._cache.cached())
+
     def load(self, model: ModelSpec) -> None:
         """Load `model` into the cache now, so a later request does not wait for it.
 
@@ -59,10 +64,10 @@ class Engine:
         the same request on the same device and thread count gives identical pixels.
 
         Request and model problems are raised here, before iterating: InvalidRequestError (bad
-        size, scheduler or clip skip) and ModelLoadError. Failures while generating, including
+        size, steps, seed, scheduler or clip skip) and ModelLoadError. Failures while generating, including
         running out of memory, are raised from the iterator as InferenceError.
         """
-        _check_size(request)
+        _check_request(request)
         pipe = self._pipeline_for(request)
         call_kwargs = self._call_kwargs(pipe, request)
         return self._run(pipe, call_kwargs, request.seeds)
@@ -119,11 +124,24 @@ class Engine:
             yield image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _check_size(request: GenerationRequest) -> None:
+_MAX_SEED = 2**63 - 1
+
+
+def _check_request(request: GenerationRequest) -> None:
+    """Reject what diffusers would fail on obscurely, naming the parameter to fix."""
     for name, value in (("width", request.width), ("height", request.height)):
         if value <= 0 or value % 8:
             raise InvalidRequestError(
                 f"{name} must be a positive multiple of 8, got {value}", parameter=name
+            )
+    if request.steps < 1:
+        raise InvalidRequestError(
+            f"steps must be at least 1, got {request.steps}", parameter="steps"
+        )
+    for seed in request.seeds:
+        if not 0 <= seed <= _MAX_SEED:
+            raise InvalidRequestError(
+                f"seed must be between 0 and {_MAX_SEED}, got {seed}", parameter="seed"
             )
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from kiln.executor import InProcessExecutor, default_engine_factory
 from kiln.keys import KeyStore
 from kiln.media import ImageStore
+from kiln.media.outbound import OutboundPolicy
 from kiln.models import Catalog
 from kiln.service.task_registry import TaskRegistry
 from kiln.settings import Settings
@@ -36,6 +37,11 @@ class Services:
             tasks=TaskRegistry(db),
             executor=executor or InProcessExecutor(default_engine_factory(settings.device, settings.torch_threads)),
         )
+
+    @property
+    def outbound(self) -> OutboundPolicy:
+        """The rules for every request Kiln makes to a client-given URL."""
+        return OutboundPolicy(allow_private=self.settings.allow_private_urls)
 
     def close(self) -> None:
         self.executor.close()
