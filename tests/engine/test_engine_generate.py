@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from diffusers import StableDiffusionPipeline
 from PIL import Image
 
 import kiln.engine
 from kiln.engine import Engine
-from kiln.errors import InvalidRequestError
+from kiln.errors import InferenceError, InvalidRequestError
 
 from .helpers import TinyModels, make_request
 
@@ -86,11 +88,34 @@ def test_negative_prompt_is_ignored_without_guidance(engine: Engine, tiny: TinyM
     assert np.array_equal(plain, negative)
 
 
-@pytest.mark.parametrize("width", [0, 60])
-def test_size_not_a_multiple_of_8_is_rejected(engine: Engine, tiny: TinyModels, width: int) -> None:
+@pytest.mark.parametrize(
+    ("changes", "parameter"),
+    [
+        ({"width": 0}, "width"),
+        ({"height": 60}, "height"),
+        ({"steps": 0}, "steps"),
+        ({"seeds": (1, -1)}, "seed"),
+        ({"seeds": (2**63,)}, "seed"),
+    ],
+)
+def test_invalid_parameters_are_rejected_before_generating(
+    engine: Engine, tiny: TinyModels, changes: dict[str, object], parameter: str
+) -> None:
     with pytest.raises(InvalidRequestError) as info:
-        engine.generate(make_request(tiny.sd, width=width))
-    assert info.value.parameter == "width"
+        engine.generate(make_request(tiny.sd, **changes))
+    assert info.value.parameter == parameter
+
+
+def test_out_of_memory_while_generating_is_an_inference_error(
+    engine: Engine, tiny: TinyModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "__call__", out_of_memory)
+    images = engine.generate(make_request(tiny.sd))
+    with pytest.raises(InferenceError, match="out of device memory"):
+        next(images)
 
 
 def test_clip_skip_beyond_the_text_encoder_is_rejected(engine: Engine, tiny: TinyModels) -> None:

@@ -17,6 +17,8 @@ from .pipelines import PipelineCache
 from .prompts import encode_prompts
 from .scheduling import build_scheduler
 
+_MAX_SEED = 2**63 - 1
+
 
 class Engine:
     """Runs text-to-image generation with cached diffusers pipelines.
@@ -64,8 +66,9 @@ class Engine:
         the same request on the same device and thread count gives identical pixels.
 
         Request and model problems are raised here, before iterating: InvalidRequestError (bad
-        size, steps, seed, scheduler or clip skip) and ModelLoadError. Failures while generating, including
-        running out of memory, are raised from the iterator as InferenceError.
+        size, steps, seed, scheduler or clip skip) and ModelLoadError. Failures while
+        generating, including running out of memory, are raised from the iterator as
+        InferenceError.
         """
         _check_request(request)
         pipe = self._pipeline_for(request)
@@ -122,9 +125,6 @@ class Engine:
             except Exception as exc:
                 raise _inference_error(exc) from exc
             yield image if image.mode == "RGB" else image.convert("RGB")
-
-
-_MAX_SEED = 2**63 - 1
 
 
 def _check_request(request: GenerationRequest) -> None:
