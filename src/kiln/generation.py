@@ -6,9 +6,14 @@ Nothing here imports torch: the service builds these records, the engine consume
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Architecture = Literal["sd1x", "sdxl"]
+Mode = Literal["text", "image", "inpaint"]
+"""text-to-image; image-to-image (`init_image` + `strength`); inpainting (`init_image` +
+`mask_image`). Outpainting reaches the engine as inpainting of a padded image."""
+ControlMode = Literal["balanced", "prompt", "controlnet"]
+PromptWeighting = Literal["compel", "sdEmbeds"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,26 @@ class ModelSpec:
     architecture: Architecture
     path: str
     config_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ControlNetInput:
+    """One ControlNet of a request. `start`/`end` are fractions of the denoising (0-1)."""
+
+    model: ModelSpec
+    guide_image: Any  # PIL.Image.Image (RGB), already decoded
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    control_mode: ControlMode = "balanced"
+
+
+@dataclass(frozen=True)
+class LoraInput:
+    """One LoRA of a request, with its (already normalised) weight."""
+
+    model: ModelSpec
+    weight: float
 
 
 @dataclass(frozen=True)
@@ -44,3 +69,10 @@ class GenerationRequest:
     clip_skip: int
     scheduler: str | None
     seeds: tuple[int, ...]
+    mode: Mode = "text"
+    init_image: Any = None  # PIL.Image.Image (RGB) of width x height, for image and inpaint
+    mask_image: Any = None  # PIL.Image.Image ("L") of width x height; white repaints
+    strength: float = 0.8
+    prompt_weighting: PromptWeighting | None = None
+    controlnets: tuple[ControlNetInput, ...] = ()
+    loras: tuple[LoraInput, ...] = ()

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kiln.errors import InvalidRequestError
 from kiln.protocol.validation import Limit, reject_unsupported, validate_task
 from kiln.schedulers import SCHEDULER_NAMES
 
@@ -141,4 +142,12 @@ def parse_image_inference(task: dict[str, Any]) -> ImageInferenceTask:
         reject_unsupported({"safety": True}, {"safety": UNSUPPORTED["checkNSFW"]})
     if task.get("acceleration") not in (None, "none"):
         reject_unsupported({"acceleration": True}, {"acceleration": "acceleration presets are not available on this server."})
-    return validate_task(ImageInferenceTask, task, LIMITS)
+    parsed = validate_task(ImageInferenceTask, task, LIMITS)
+    if parsed.seed is not None and parsed.seed + parsed.numberResults - 1 > MAX_SEED:
+        raise InvalidRequestError(
+            f"Invalid value for 'seed': image i uses seed + i, so with numberResults "
+            f"{parsed.numberResults} the seed must be at most {MAX_SEED - parsed.numberResults + 1}.",
+            code="invalidSeed", parameter="seed", type="integer", min=1,
+            max=MAX_SEED - parsed.numberResults + 1,
+        )
+    return parsed
