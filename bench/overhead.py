@@ -46,7 +46,8 @@ def free_port() -> int:
 
 def start_server(data_dir: Path) -> tuple[uvicorn.Server, str]:
     port = free_port()
-    settings = Settings(data_dir=data_dir, api_keys=(KEY,), port=port)
+    settings = Settings(data_dir=data_dir, api_keys=(KEY,), port=port,
+                        torch_threads=torch.get_num_threads())
     server = uvicorn.Server(uvicorn.Config(create_app(Services.open(settings)), host="127.0.0.1",
                                            port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
@@ -62,7 +63,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--format", default="PNG")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (both sides)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="kiln-bench-"))
     (entry, *_) = init_demo_models(Catalog(Database(data_dir / "kiln.sqlite3")), data_dir / "models",

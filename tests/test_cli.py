@@ -54,3 +54,36 @@ def test_models_add_refuses_a_missing_path(tmp_path):
     result = kiln(tmp_path, "models", "add", str(tmp_path / "missing"), "--air", "x:1@1",
                   "--architecture", "sd1x")
     assert result.returncode == 2
+
+
+def test_serve_creates_a_first_key_and_prints_a_working_example(tmp_path, data_dir):
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    shutil.copytree(data_dir / "models", tmp_path / "models")
+    assert kiln(tmp_path, "models", "init").returncode == 0  # registers the copied demo models
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "KILN_PORT": str(port), "KILN_TORCH_THREADS": "1", "KILN_API_KEYS": ""}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kiln.cli", "--data-dir", str(tmp_path), "serve"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        lines = []
+        for line in server.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "Uvicorn running" in line or "Application startup complete" in line:
+                break
+        output = "".join(lines)
+        assert "Created the first API key" in output
+        (command,) = [line.strip() for line in lines if line.strip().startswith("curl ")]
+        for _ in range(2):  # pasting it twice works: each run sends a fresh taskUUID
+            result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+            assert '"imageURL"' in result.stdout, result.stdout + result.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

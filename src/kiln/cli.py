@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -47,6 +46,21 @@ def _dev_key(settings: Settings, keys) -> str | None:  # type: ignore[no-untyped
     return settings.api_keys[0] if settings.api_keys else None
 
 
+def example_request(base_url: str, api_key: str) -> str:
+    """A curl command for bash that generates a picture with the default demo model."""
+    # closes the single-quoted JSON, substitutes a fresh UUID, reopens it
+    fresh_uuid = "'\"$(python3 -c 'import uuid; print(uuid.uuid4())')\"'"
+    task = (
+        '[{"taskType": "imageInference", "taskUUID": "' + fresh_uuid + '", '
+        '"model": "kiln:tiny-sd@1", "positivePrompt": "a red circle on a blue background", '
+        '"width": 128, "height": 128, "steps": 4, "outputType": "URL", "outputFormat": "PNG"}]'
+    )
+    return (
+        f"  curl -s {base_url}/v1 -H 'Authorization: Bearer {api_key}' "
+        f"-H 'Content-Type: application/json' -d '{task}'"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -56,18 +70,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     services = Services.open(settings)
     key = _dev_key(settings, services.keys) or "<YOUR_API_KEY>"
-    example = [{
-        "taskType": "imageInference", "taskUUID": "6ec29a2e-7b8f-4b4d-9d1e-0c7c1e0d3b5a",
-        "model": "kiln:tiny-sd@1", "positivePrompt": "a red circle on a blue background",
-        "width": 128, "height": 128, "steps": 4, "outputType": "URL", "outputFormat": "PNG",
-    }]
-    print(
-        f"Kiln listening on {settings.base_url} (WebSocket {settings.base_url.replace('http', 'ws', 1)}/v1)\n"
-        "Try it (change taskUUID for each new request):\n"
-        f"  curl -s {settings.base_url}/v1 -H 'Authorization: Bearer {key}' "
-        f"-H 'Content-Type: application/json' -d '{json.dumps(example)}'\n",
-        flush=True,
-    )
+    print(f"Kiln listening on {settings.base_url} (WebSocket {settings.base_url.replace('http', 'ws', 1)}/v1)")
+    print("Try it (each run sends a fresh taskUUID):\n" + example_request(settings.base_url, key) + "\n", flush=True)
     uvicorn.run(
         create_app(services), host=settings.host, port=settings.port,
         ws_max_size=settings.max_body_bytes * 2, log_level="info",
