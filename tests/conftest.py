@@ -9,12 +9,16 @@ from __future__ import annotations
 import base64
 import io
 import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -62,6 +66,32 @@ def services(settings: Settings) -> Iterator[Services]:
 def client(services: Services) -> Iterator[TestClient]:
     with TestClient(create_app(services)) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def ws_url(services: Services) -> Iterator[str]:
+    """Kiln on a real uvicorn, on a loopback port: `ws://127.0.0.1:PORT/v1`."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # lifespan off: the session's services are shared with the in-process client and closed there
+    config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, lifespan="off",
+                            log_level="warning", ws_max_size=services.settings.max_body_bytes * 2)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"ws://127.0.0.1:{port}/v1"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def http_base(ws_url: str) -> str:
+    """`http://127.0.0.1:PORT` of the live server behind `ws_url`."""
+    return ws_url.replace("ws://", "http://").removesuffix("/v1")
 
 
 def new_uuid() -> str:

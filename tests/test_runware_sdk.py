@@ -5,40 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 from runware import IImageInference, Runware, RunwareAPIError
 
-from kiln.server import create_app
-from tests.conftest import API_KEY, SD
-
-
-@pytest.fixture(scope="module")
-def ws_url(services) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    # lifespan off: the session's services are shared with the in-process client and closed there
-    config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, lifespan="off",
-                            log_level="warning", ws_max_size=128 * 1024 * 1024)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"ws://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+from tests.conftest import API_KEY, SD, http_base
 
 
 def run(coroutine):
@@ -67,7 +41,7 @@ def image_of(result, output_type: str, ws_url: str) -> Image.Image:
     if output_type == "URL":
         # imageURL's base is the settings' public URL; fetch the same path from this server
         path = "/media/" + result.imageURL.split("/media/", 1)[1]
-        data = httpx.get(ws_url.replace("ws://", "http://").removesuffix("/v1") + path).content
+        data = httpx.get(http_base(ws_url) + path).content
     elif output_type == "base64Data":
         data = base64.b64decode(result.imageBase64Data)
     else:

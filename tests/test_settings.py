@@ -1,0 +1,27 @@
+"""Settings come from KILN_* variables; CLI flags override them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kiln.settings import Settings
+
+
+def test_environment_variables():
+    settings = Settings.from_env({
+        "KILN_HOST": "0.0.0.0", "KILN_PORT": "9000", "KILN_DATA_DIR": "/srv/kiln",
+        "KILN_API_KEYS": "a, b,,c", "KILN_PUBLIC_URL": "https://img.example.com/",
+        "KILN_ALLOW_PRIVATE_URLS": "true", "KILN_PRICE_PER_MEGAPIXEL_STEP": "0.5",
+    })
+    assert (settings.host, settings.port, settings.data_dir) == ("0.0.0.0", 9000, Path("/srv/kiln"))
+    assert settings.api_keys == ("a", "b", "c")
+    assert settings.base_url == "https://img.example.com"
+    assert settings.allow_private_urls is True
+    assert settings.prices.per_megapixel_step == 0.5
+
+
+def test_defaults_and_flag_overrides():
+    settings = Settings.from_env({}, port=8181, host=None)
+    assert settings.data_dir == Path("kiln-data")
+    assert settings.allow_private_urls is False
+    assert settings.base_url == "http://127.0.0.1:8181"
