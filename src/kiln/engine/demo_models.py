@@ -17,6 +17,7 @@ from diffusers import (
     AutoencoderKL,
     EulerDiscreteScheduler,
     PNDMScheduler,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
@@ -55,6 +56,30 @@ def build_tiny_sd(out_dir: Path) -> Path:
     text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_size=32))
     unet = UNet2DConditionModel(**_unet_kwargs(cross_attention_dim=32))
     pipe = StableDiffusionPipeline(
+        vae=_vae(scaling_factor=0.18215),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler(**_BETAS, skip_prk_steps=True, set_alpha_to_one=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return _save(pipe, out_dir)
+
+
+def build_tiny_sd_inpaint(out_dir: Path) -> Path:
+    """Write a tiny SD 1.x inpainting diffusers folder (9-channel UNet) to `out_dir`.
+
+    Same components as `build_tiny_sd` except the UNet, whose input is the noisy latents, the
+    mask and the masked image's latents (4 + 1 + 4 channels), as in SD 1.5's inpainting model.
+    Loads with `StableDiffusionInpaintPipeline.from_pretrained(out_dir, local_files_only=True)`.
+    """
+    torch.manual_seed(_SEED)
+    tokenizer = _tokenizer()
+    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_size=32))
+    unet = UNet2DConditionModel(**{**_unet_kwargs(cross_attention_dim=32), "in_channels": 9})
+    pipe = StableDiffusionInpaintPipeline(
         vae=_vae(scaling_factor=0.18215),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -184,7 +209,10 @@ def _vae(*, scaling_factor: float) -> AutoencoderKL:
     )
 
 
-def _save(pipe: StableDiffusionPipeline | StableDiffusionXLPipeline, out_dir: Path) -> Path:
+def _save(
+    pipe: StableDiffusionPipeline | StableDiffusionXLPipeline | StableDiffusionInpaintPipeline,
+    out_dir: Path,
+) -> Path:
     out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir, safe_serialization=True)
     _clear_name_or_path(out_dir)
@@ -198,3 +226,91 @@ def _clear_name_or_path(folder: Path) -> None:
         if config.get("_name_or_path"):
             config["_name_or_path"] = ""
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+
+
+# ---- Adapters for the tiny models: ControlNets and LoRAs --------------------------------------
+# Real ControlNets start with zero convolutions and real LoRAs with a zero `lora_B`, so a fresh
+# adapter has no effect at all; these are randomised so that tests can see what they do.
+
+_LORA_RANK = 4
+_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def build_tiny_controlnet(out_dir: Path) -> Path:
+    """Write a ControlNet folder for the tiny SD 1.x model (random, non-zero output convs)."""
+    return _controlnet(UNet2DConditionModel(**_unet_kwargs(cross_attention_dim=32)), out_dir)
+
+
+def build_tiny_controlnet_sdxl(out_dir: Path) -> Path:
+    """Write a ControlNet folder for the tiny SDXL model (random, non-zero output convs)."""
+    unet = UNet2DConditionModel(
+        **_unet_kwargs(cross_attention_dim=32 + 64),
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+    )
+    return _controlnet(unet, out_dir)
+
+
+def build_tiny_lora(out_dir: Path) -> Path:
+    """Write a LoRA for the tiny SD 1.x UNet in diffusers (PEFT) format:
+    `out_dir/pytorch_lora_weights.safetensors`, keys `unet.<module>.lora_A/B.weight`."""
+    from diffusers import StableDiffusionPipeline as Pipeline
+
+    out_dir = Path(out_dir)
+    Pipeline.save_lora_weights(out_dir, unet_lora_layers=_lora_layers(seed=11), safe_serialization=True)
+    return out_dir / "pytorch_lora_weights.safetensors"
+
+
+def build_tiny_lora_kohya(out_dir: Path) -> Path:
+    """Write a LoRA for the tiny SD 1.x UNet in kohya format: `out_dir/lora.safetensors`, keys
+    `lora_unet_<module_with_underscores>.lora_down/lora_up.weight` and `.alpha`."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    for key, tensor in _lora_layers(seed=12).items():
+        module, kind = key.rsplit(".lora_", 1)
+        prefix = "lora_unet_" + module.replace(".", "_")
+        if kind.startswith("A"):
+            tensors[f"{prefix}.lora_down.weight"] = tensor.contiguous()
+            tensors[f"{prefix}.alpha"] = torch.tensor(float(_LORA_RANK))
+        else:
+            tensors[f"{prefix}.lora_up.weight"] = tensor.contiguous()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, out_dir / "lora.safetensors")
+    return out_dir / "lora.safetensors"
+
+
+def _controlnet(unet: UNet2DConditionModel, out_dir: Path) -> Path:
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(_SEED + 7)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 8, 8, 8))
+    zero_initialised = ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
+    with torch.no_grad():
+        for name, parameter in controlnet.named_parameters():
+            if name.startswith(zero_initialised):
+                parameter.normal_(std=0.3)
+    out_dir = Path(out_dir)
+    controlnet.save_pretrained(out_dir, safe_serialization=True)
+    config_file = out_dir / "config.json"
+    config = json.loads(config_file.read_text("utf-8"))
+    config["_name_or_path"] = ""  # would record the build folder
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+    return out_dir
+
+
+def _lora_layers(seed: int) -> dict[str, torch.Tensor]:
+    """PEFT LoRA weights (diffusers key names, without the `unet.` prefix) for the tiny UNet."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**_unet_kwargs(cross_attention_dim=32))
+    unet.add_adapter(LoraConfig(r=_LORA_RANK, lora_alpha=_LORA_RANK, target_modules=_LORA_TARGETS))
+    with torch.no_grad():
+        for name, parameter in unet.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    return get_peft_model_state_dict(unet)

@@ -14,7 +14,7 @@ from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from kiln.errors import InvalidRequestError
-from kiln.generation import Architecture
+from kiln.generation import Architecture, PromptWeighting
 
 PromptKwargs = dict[str, torch.Tensor | None]
 
@@ -28,6 +28,7 @@ def encode_prompts(
     clip_skip: int,
     *,
     guidance: bool,
+    weighting: PromptWeighting | None = None,
 ) -> PromptKwargs:
     """Embeddings for one positive and one negative prompt, as pipeline keyword arguments.
 
@@ -36,8 +37,15 @@ def encode_prompts(
     that is all-zero embeddings when the model's `force_zeros_for_empty_prompt` is set, as
     diffusers does. Negative embeddings are only computed when `guidance` (CFG > 1) uses them.
     Raises InvalidRequestError when `clip_skip` is beyond the text encoder's depth.
+    `weighting` reads the prompts' weighting syntax (see `kiln.engine.weighting`).
     """
     _check_clip_skip(pipe.text_encoder, clip_skip)
+    if weighting is not None:
+        from .weighting import encode_weighted_prompts  # compel is slow to import: on demand
+
+        return encode_weighted_prompts(
+            pipe, architecture, positive, negative, clip_skip, guidance=guidance, syntax=weighting
+        )
     if architecture == "sd1x":
         return _encode_sd1x(pipe, positive, negative, clip_skip, guidance)
     return _encode_sdxl(pipe, positive, negative, clip_skip, guidance)

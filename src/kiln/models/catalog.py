@@ -107,6 +107,47 @@ class Catalog:
     def all(self) -> list[CatalogEntry]:
         return [_entry(r) for r in self._db.query("SELECT * FROM models ORDER BY air")]
 
+    def search(
+        self,
+        text: str | None = None,
+        *,
+        tags: tuple[str, ...] = (),
+        **fields: str | None,
+    ) -> list[CatalogEntry]:
+        """Entries matching every filter given, best match first.
+
+        `text` matches (case-insensitive) the name, AIR, version or a tag; an entry whose name
+        is exactly `text` ranks first, then names containing it, then other matches, each group
+        in AIR order. Every tag of `tags` must be among the entry's tags. `fields` filters on
+        `category`, `type`, `architecture` or `conditioning` (case-insensitive equality).
+        """
+        needle = (text or "").strip().lower()
+        wanted_tags = {tag.lower() for tag in tags}
+        ranked: list[tuple[int, CatalogEntry]] = []
+        for entry in self.all():
+            if any(
+                value is not None and str(getattr(entry, name) or "").lower() != value.lower()
+                for name, value in fields.items()
+            ):
+                continue
+            entry_tags = {tag.lower() for tag in entry.tags}
+            if not wanted_tags <= entry_tags:
+                continue
+            name = entry.name.lower()
+            if not needle or name == needle:
+                rank = 0
+            elif needle in name:
+                rank = 1
+            elif needle in entry.air.lower() or needle in entry.version.lower() or any(
+                needle in tag for tag in entry_tags
+            ):
+                rank = 2
+            else:
+                continue
+            ranked.append((rank, entry))
+        ranked.sort(key=lambda pair: pair[0])  # stable: AIR order within a rank
+        return [entry for _, entry in ranked]
+
 
 def _entry(row) -> CatalogEntry:  # type: ignore[no-untyped-def]
     return CatalogEntry(

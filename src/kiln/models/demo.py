@@ -23,6 +23,10 @@ class DemoModel:
     builder: str  # name of a function in kiln.engine.demo_models
     comment: str
     defaults: ModelDefaults
+    type: str | None = "base"  # the catalog's model type, e.g. "inpainting"
+    category: str = "checkpoint"
+    conditioning: str | None = None  # ControlNets: what their guide images show
+    file: str | None = None  # registered file inside the folder (single-file LoRAs)
 
 
 DEMO_MODELS = (
@@ -35,6 +39,33 @@ DEMO_MODELS = (
         "kiln:tiny-sdxl@1", "tiny-sdxl", "sdxl", "build_tiny_sdxl",
         "Random weights in the SDXL architecture: draws noise; for testing the code path.",
         ModelDefaults(width=128, height=128, steps=4, cfg=7.0),
+    ),
+    DemoModel(
+        "kiln:tiny-sd-inpaint@1", "tiny-sd-inpaint", "sd1x", "build_tiny_sd_inpaint",
+        "Random weights in the SD 1.x inpainting architecture (9-channel UNet): draws noise; "
+        "for testing the inpainting code path.",
+        ModelDefaults(width=128, height=128, steps=4, cfg=7.0),
+        type="inpainting",
+    ),
+    DemoModel(
+        "kiln:tiny-controlnet@1", "tiny-controlnet", "sd1x", "build_tiny_controlnet",
+        "Random-weight canny ControlNet for kiln:tiny-sd@1: for testing the ControlNet path.",
+        ModelDefaults(), type=None, category="controlnet", conditioning="canny",
+    ),
+    DemoModel(
+        "kiln:tiny-controlnet-sdxl@1", "tiny-controlnet-sdxl", "sdxl", "build_tiny_controlnet_sdxl",
+        "Random-weight canny ControlNet for kiln:tiny-sdxl@1: for testing the ControlNet path.",
+        ModelDefaults(), type=None, category="controlnet", conditioning="canny",
+    ),
+    DemoModel(
+        "kiln:tiny-lora@1", "tiny-lora", "sd1x", "build_tiny_lora",
+        "Random-weight LoRA (diffusers/PEFT format) for kiln:tiny-sd@1.",
+        ModelDefaults(), type=None, category="lora", file="pytorch_lora_weights.safetensors",
+    ),
+    DemoModel(
+        "kiln:tiny-lora-kohya@1", "tiny-lora-kohya", "sd1x", "build_tiny_lora_kohya",
+        "Random-weight LoRA (kohya format) for kiln:tiny-sd@1.",
+        ModelDefaults(), type=None, category="lora", file="lora.safetensors",
     ),
 )
 
@@ -53,8 +84,9 @@ def init_demo_models(catalog: Catalog, models_dir: Path, log: Callable[[str], No
             stamp.write_text(BUILD_VERSION)
         entries.append(catalog.add(CatalogEntry(
             air=demo.air, name=demo.folder, version=demo.air.rsplit("@", 1)[1],
-            category="checkpoint", type="base", architecture=demo.architecture,
-            path=str(folder), tags=("demo", "random-weights"), comment=demo.comment,
-            defaults=demo.defaults,
+            category=demo.category, type=demo.type, architecture=demo.architecture,
+            path=str(folder / demo.file if demo.file else folder),
+            tags=("demo", "random-weights"), comment=demo.comment,
+            conditioning=demo.conditioning, defaults=demo.defaults,
         )))
     return entries

@@ -7,14 +7,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kiln.errors import InvalidRequestError
+from kiln.protocol.adapters import ADAPTER_LIMITS, ControlNetItem, LoraItem, prompt_weighting
 from kiln.protocol.validation import Limit, reject_unsupported, validate_task
 from kiln.schedulers import SCHEDULER_NAMES
 
 OUTPUT_TYPES = ("URL", "base64Data", "dataURI")
 OUTPUT_FORMAT_NAMES = ("PNG", "JPG", "WEBP")
 MAX_SEED = 2**63 - 1
+OUTPAINT_SIDES = ("top", "right", "bottom", "left")
 
 LIMITS: dict[str, Limit] = {
+    **ADAPTER_LIMITS,
     "positivePrompt": Limit("string", 4, 2000),
     "negativePrompt": Limit("string", 4, 2000),
     "width": Limit("integer", 128, 2048, multiple_of=64),
@@ -31,25 +34,23 @@ LIMITS: dict[str, Limit] = {
     "model": Limit("string"),
     "includeCost": Limit("boolean"),
     "deliveryMethod": Limit("string", allowed=("sync",)),
+    "seedImage": Limit("string"),
+    "maskImage": Limit("string"),
+    "strength": Limit("float", 0, 1),
+    "maskMargin": Limit("integer", 32, 128),
+    **{f"outpaint.{side}": Limit("integer", 0, 2048, multiple_of=64) for side in OUTPAINT_SIDES},
+    "outpaint.blur": Limit("integer", 0, 32),
 }
 
 # Parameters of the protocol that this server does not implement (yet). A request that sets one
 # gets `unsupportedParameter` instead of an image that silently ignored it.
 UNSUPPORTED: dict[str, str] = {
-    "seedImage": "image-to-image is not available on this server yet.",
-    "maskImage": "inpainting is not available on this server yet.",
-    "outpaint": "outpainting is not available on this server yet.",
-    "maskMargin": "inpainting is not available on this server yet.",
     "referenceImages": "reference images are not available on this server.",
-    "controlNet": "ControlNet is not available on this server yet.",
-    "lora": "LoRA is not available on this server yet.",
     "lycoris": "LyCORIS adapters are not available on this server.",
     "embeddings": "textual-inversion embeddings are not available on this server.",
     "ipAdapters": "IP-Adapters are not available on this server.",
     "refiner": "SDXL refiners are not available on this server.",
     "vae": "VAE overrides are not available on this server.",
-    "usePromptWeighting": "prompt weighting is not available on this server yet.",
-    "promptWeighting": "prompt weighting is not available on this server yet.",
     "checkNSFW": "the NSFW check is not available on this server yet.",
     "uploadEndpoint": "uploadEndpoint delivery is not available on this server yet.",
     "webhookURL": "webhook delivery is not available on this server yet.",
@@ -64,6 +65,26 @@ UNSUPPORTED: dict[str, str] = {
 
 Prompt = Annotated[str, Field(min_length=4, max_length=2000)]
 Dimension = Annotated[int, Field(ge=128, le=2048, multiple_of=64)]
+
+
+Extension = Annotated[int, Field(ge=0, le=2048, multiple_of=64)]
+
+
+class Outpaint(BaseModel):
+    """Pixels added on each side of the seed image, and the width of the blended seam."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    top: Extension = 0
+    right: Extension = 0
+    bottom: Extension = 0
+    left: Extension = 0
+    blur: Annotated[int, Field(ge=0, le=32)] = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:  # the Python SDK sends every field, unset ones as null
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 class ImageInferenceTask(BaseModel):
@@ -89,6 +110,20 @@ class ImageInferenceTask(BaseModel):
     outputQuality: Annotated[int, Field(ge=20, le=99)] = 95
     includeCost: bool = False
     deliveryMethod: Literal["sync"] = "sync"
+    seedImage: str | None = None
+    maskImage: str | None = None
+    strength: Annotated[float, Field(ge=0, le=1)] | None = None
+    maskMargin: Annotated[int, Field(ge=32, le=128)] | None = None
+    outpaint: Outpaint | None = None
+    controlNet: list[ControlNetItem] = []
+    lora: list[LoraItem] = []
+    promptWeighting: str | None = None
+    usePromptWeighting: bool = False
+
+    @property
+    def prompt_weighting(self) -> str | None:
+        """"compel", "sdEmbeds" or None, from `promptWeighting` or `usePromptWeighting`."""
+        return prompt_weighting(self.promptWeighting, self.usePromptWeighting)
 
     @model_validator(mode="before")
     @classmethod
@@ -150,4 +185,22 @@ def parse_image_inference(task: dict[str, Any]) -> ImageInferenceTask:
             code="invalidSeed", parameter="seed", type="integer", min=1,
             max=MAX_SEED - parsed.numberResults + 1,
         )
+    _check_modes(parsed)
+    parsed.prompt_weighting  # noqa: B018 - raises invalidPromptWeighting for an unknown name
     return parsed
+
+
+def _check_modes(task: ImageInferenceTask) -> None:
+    """Mode parameters that need another one (PROTOCOL.md Part A, "Modes")."""
+    for name in ("maskImage", "outpaint"):
+        if getattr(task, name) is not None and task.seedImage is None:
+            raise InvalidRequestError(
+                f"'{name}' edits a seed image: send 'seedImage' with it (an image UUID, data URI, "
+                f"base64 data or URL).",
+                code="missingSeedImage", parameter="seedImage",
+            )
+    if task.maskMargin is not None and task.maskImage is None:
+        raise InvalidRequestError(
+            "'maskMargin' sets the context around an inpainting mask: send 'maskImage' with it.",
+            code="missingMaskImage", parameter="maskImage",
+        )

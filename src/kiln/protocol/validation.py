@@ -6,6 +6,7 @@ Each task model declares its limits once (`Limit`), used both as pydantic constr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -69,7 +70,8 @@ def validate_task(model: type[Model], task: dict[str, Any], limits: dict[str, Li
         loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
         top = str(loc[0]) if loc else "task"
         parameter = _parameter(loc) or top
-        limit = limits.get(parameter) or limits.get(top)
+        # list items share one limit: `controlNet[0].weight` → `controlNet[].weight`
+        limit = limits.get(parameter) or limits.get(re.sub(r"\[\d+\]", "[]", parameter)) or limits.get(top)
         if first["type"] == "missing":
             raise InvalidRequestError(
                 f"Missing required parameter '{parameter}'"

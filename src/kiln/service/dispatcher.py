@@ -23,6 +23,9 @@ from kiln.protocol.envelope import (
     read_header,
 )
 from kiln.service.image_inference import ImageInferenceHandler
+from kiln.service.image_upload import ImageUploadHandler
+from kiln.service.model_search import ModelSearchHandler
+from kiln.service.preprocess import PreprocessHandler
 from kiln.service.services import Services
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,11 @@ class Dispatcher:
         self.services = services
         self._handlers: dict[str, TaskHandler] = {
             "imageInference": ImageInferenceHandler(services),
+            "imageUpload": ImageUploadHandler(services),
+            "modelSearch": ModelSearchHandler(services),
+            # both names of ControlNet preprocessing; replies echo the one received
+            "imageControlNetPreProcess": PreprocessHandler(services),
+            "controlNetPreprocess": PreprocessHandler(services),
         }
 
     @property

@@ -15,6 +15,8 @@ from kiln.media import OUTPUT_FORMATS, encode_image
 from kiln.models import CatalogEntry
 from kiln.protocol.image_inference import ImageInferenceTask, parse_image_inference
 from kiln.schedulers import DEFAULT_SCHEDULER
+from kiln.service.adapters import with_adapters
+from kiln.service.editing import plan_edit
 from kiln.service.pricing import image_cost
 from kiln.service.services import Services
 
@@ -65,12 +67,17 @@ class ImageInferenceHandler:
                 code="invalidModel",
                 parameter="model",
             )
-        request = build_generation_request(task, entry)
+        request = await with_adapters(
+            self._services, task, entry, build_generation_request(task, entry), principal.key_id
+        )
+        plan = await plan_edit(self._services, task, entry, request, principal.key_id)
+        request = plan.request
         images = self._services.executor.generate(request)
         index = 0
         async for image in images:
             seed = request.seeds[index]
             index += 1
+            image = await asyncio.to_thread(plan.finish, image)
             yield await asyncio.to_thread(self._deliver, image, seed, task, request, principal)
 
     def _deliver(

@@ -1,0 +1,134 @@
+"""The adapter parameters of `imageInference`: `controlNet[]`, `lora[]` and prompt weighting.
+
+Limits follow PROTOCOL.md Part A. The SDKs send every dataclass field of a ControlNet, unset
+ones as null, plus keys of their own (`preprocessor`, `lowThresholdCanny`, ...): nulls count as
+absent and unknown keys are ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kiln.errors import InvalidRequestError
+from kiln.protocol.validation import Limit
+
+CONTROL_MODES = ("balanced", "prompt", "controlnet")
+PROMPT_WEIGHTINGS = {"compel": "compel", "sdembeds": "sdEmbeds"}
+"""Lower-cased wire value (the Python SDK sends "sdembeds") → Kiln's name."""
+
+ADAPTER_LIMITS: dict[str, Limit] = {
+    "controlNet[].model": Limit("string"),
+    "controlNet[].guideImage": Limit("string"),
+    "controlNet[].weight": Limit("float", 0, 1),
+    "controlNet[].startStep": Limit("integer", 0, 100),
+    "controlNet[].endStep": Limit("integer", 1, 100),
+    "controlNet[].startStepPercentage": Limit("float", 0, 99),
+    "controlNet[].endStepPercentage": Limit("float", 1, 100),
+    "controlNet[].controlMode": Limit("string", allowed=CONTROL_MODES),
+    "lora[].model": Limit("string"),
+    "lora[].weight": Limit("float"),
+    "promptWeighting": Limit("string", allowed=("compel", "sdEmbeds")),
+    "usePromptWeighting": Limit("boolean"),
+}
+
+
+def _without_nulls(data: Any) -> Any:
+    return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+class ControlNetItem(BaseModel):
+    """One entry of `controlNet[]`."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    model: str
+    guideImage: str
+    weight: Annotated[float, Field(ge=0, le=1)] = 1.0
+    startStep: Annotated[int, Field(ge=0, le=100)] | None = None
+    endStep: Annotated[int, Field(ge=1, le=100)] | None = None
+    startStepPercentage: Annotated[float, Field(ge=0, le=99)] | None = None
+    endStepPercentage: Annotated[float, Field(ge=1, le=100)] | None = None
+    controlMode: Literal["balanced", "prompt", "controlnet"] = "balanced"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return _without_nulls(data)
+
+
+class LoraItem(BaseModel):
+    """One entry of `lora[]`; its weight is relative to the others (see `lora_weights`)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    model: str
+    weight: float = 1.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return _without_nulls(data)
+
+
+def control_window(item: ControlNetItem, index: int, steps: int) -> tuple[float, float]:
+    """The part of the denoising (start, end as fractions 0-1) where ControlNet `index` acts.
+
+    Raises InvalidRequestError when both forms of a bound are given, when a step is beyond
+    `steps`, or when the window is empty.
+    """
+    where = f"controlNet[{index}]"
+    for name in ("start", "end"):
+        if getattr(item, f"{name}Step") is not None and getattr(item, f"{name}StepPercentage") is not None:
+            raise InvalidRequestError(
+                f"'{where}' sets both '{name}Step' and '{name}StepPercentage'; send only one.",
+                code="invalidControlNet", parameter=f"{where}.{name}Step",
+            )
+    start = item.startStep / steps if item.startStep is not None else (item.startStepPercentage or 0) / 100
+    if item.endStep is not None:
+        end = item.endStep / steps
+    else:
+        end = (item.endStepPercentage if item.endStepPercentage is not None else 100) / 100
+    for name, step in (("startStep", item.startStep), ("endStep", item.endStep)):
+        if step is not None and step > steps:
+            raise InvalidRequestError(
+                f"'{where}.{name}' is {step}, beyond the request's {steps} steps.",
+                code="invalidControlNet", parameter=f"{where}.{name}", type="integer", min=0, max=steps,
+            )
+    if end <= start:
+        bound = "endStep" if item.endStep is not None else "endStepPercentage"
+        raise InvalidRequestError(
+            f"'{where}' ends before it starts: '{bound}' must be after the start.",
+            code="invalidControlNet", parameter=f"{where}.{bound}",
+        )
+    return start, end
+
+
+def lora_weights(items: tuple[LoraItem, ...]) -> tuple[float, ...]:
+    """The weights scaled proportionally so that they sum to 1 (PROTOCOL.md Part A).
+
+    When they sum to 0 (e.g. one LoRA at weight 0) no scaling exists and they are kept as sent.
+    """
+    total = sum(item.weight for item in items)
+    return tuple(item.weight / total if total else item.weight for item in items)
+
+
+def prompt_weighting(value: Any, legacy: Any) -> str | None:
+    """Kiln's weighting syntax from `promptWeighting` (any case) or the legacy
+    `usePromptWeighting: true` (Compel); None when neither asks for weighting."""
+    if value is not None:
+        name = PROMPT_WEIGHTINGS.get(value.lower()) if isinstance(value, str) else None
+        if name is None:
+            raise InvalidRequestError(
+                f"Invalid value for 'promptWeighting': must be one of compel, sdEmbeds; got {value!r}.",
+                code="invalidPromptWeighting", parameter="promptWeighting", type="string",
+                allowedValues=["compel", "sdEmbeds"],
+            )
+        return name
+    if legacy not in (None, True, False):
+        raise InvalidRequestError(
+            f"Invalid value for 'usePromptWeighting': must be a boolean; got {legacy!r}.",
+            code="invalidUsePromptWeighting", parameter="usePromptWeighting", type="boolean",
+        )
+    return "compel" if legacy else None

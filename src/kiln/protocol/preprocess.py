@@ -1,0 +1,96 @@
+"""The ControlNet preprocessing task, under both of its names (PROTOCOL.md 7.3)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kiln.errors import InvalidRequestError
+from kiln.preprocess import ALIASES, GROUPS
+from kiln.protocol.image_inference import OUTPUT_FORMAT_NAMES, OUTPUT_TYPES, ImageInferenceTask
+from kiln.protocol.validation import Limit, reject_unsupported, validate_task
+
+TASK_TYPES = ("imageControlNetPreProcess", "controlNetPreprocess")
+
+LIMITS: dict[str, Limit] = {
+    "inputImage": Limit("string"),
+    "preProcessorType": Limit("string", allowed=GROUPS),
+    "width": Limit("integer", 64, 2048),
+    "height": Limit("integer", 64, 2048),
+    "lowThresholdCanny": Limit("integer", 0, 255),
+    "highThresholdCanny": Limit("integer", 0, 255),
+    "includeHandsAndFaceOpenPose": Limit("boolean"),
+    "outputType": Limit("string", allowed=OUTPUT_TYPES),
+    "outputFormat": Limit("string", allowed=OUTPUT_FORMAT_NAMES),
+    "outputQuality": Limit("integer", 20, 99),
+    "includeCost": Limit("boolean"),
+    "deliveryMethod": Limit("string", allowed=("sync", "async")),
+}
+
+UNSUPPORTED = {
+    "webhookURL": "webhook delivery of preprocessing results is not available on this server yet.",
+    "uploadEndpoint": "uploadEndpoint delivery of preprocessing results is not available on this server yet.",
+}
+
+Side = Annotated[int, Field(ge=64, le=2048)]
+Threshold = Annotated[int, Field(ge=0, le=255)]
+
+
+class PreprocessTask(BaseModel):
+    """A validated preprocessing task. `preProcessorType` is normalised to its group."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    taskType: Literal["imageControlNetPreProcess", "controlNetPreprocess"]
+    taskUUID: str
+    inputImage: str
+    preProcessorType: str
+    width: Side | None = None
+    height: Side | None = None
+    lowThresholdCanny: Threshold = 100
+    highThresholdCanny: Threshold = 200
+    includeHandsAndFaceOpenPose: bool = False
+    outputType: str = "URL"
+    outputFormat: str = "PNG"  # a guide is line art: JPG would smear its edges
+    outputQuality: Annotated[int, Field(ge=20, le=99)] = 95
+    includeCost: bool = False
+    deliveryMethod: Literal["sync", "async"] = "sync"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+    @field_validator("preProcessorType", mode="before")
+    @classmethod
+    def _kind(cls, value: Any) -> Any:
+        name = value.lower() if isinstance(value, str) else value
+        name = ALIASES.get(name, name)
+        if name not in GROUPS:
+            raise ValueError("unknown preprocessor")
+        return name
+
+    @field_validator("outputType", mode="before")
+    @classmethod
+    def _output_type(cls, value: Any) -> Any:  # the same forms as imageInference
+        return ImageInferenceTask._output_type(value)
+
+    @field_validator("outputFormat", mode="before")
+    @classmethod
+    def _output_format(cls, value: Any) -> Any:
+        return ImageInferenceTask._output_format(value)
+
+
+def parse_preprocess(task: dict[str, Any]) -> PreprocessTask:
+    """Validate a preprocessing task or raise a typed error naming the parameter."""
+    reject_unsupported(task, UNSUPPORTED)
+    parsed = validate_task(PreprocessTask, task, LIMITS)
+    if parsed.lowThresholdCanny >= parsed.highThresholdCanny:
+        raise InvalidRequestError(
+            f"'lowThresholdCanny' ({parsed.lowThresholdCanny}) must be below "
+            f"'highThresholdCanny' ({parsed.highThresholdCanny}).",
+            code="invalidLowThresholdCanny", parameter="lowThresholdCanny",
+            type="integer", min=0, max=parsed.highThresholdCanny - 1,
+        )
+    return parsed

@@ -1,0 +1,77 @@
+"""The `modelSearch` task: the models of this server's catalog, filtered and paged."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from kiln.keys import Principal
+from kiln.models import CatalogEntry
+from kiln.protocol.model_search import parse_model_search
+from kiln.schedulers import DEFAULT_SCHEDULER
+from kiln.service.image_inference import FALLBACK_CFG, FALLBACK_SIZE, FALLBACK_STEPS
+from kiln.service.services import Services
+
+DEFAULT_STRENGTH = 0.8  # PROTOCOL.md Part A
+
+
+def describe(entry: CatalogEntry) -> dict[str, Any]:
+    """One search result with every field of PROTOCOL.md 7.4.
+
+    The defaults of a checkpoint are the ones `imageInference` really applies (the catalog's,
+    else the server's fallbacks). Operator-registered models are visible to every key, so
+    `private` is always false.
+    """
+    result: dict[str, Any] = {
+        "air": entry.air,
+        "name": entry.name,
+        "version": entry.version,
+        "category": entry.category,
+        "architecture": entry.architecture,
+        "tags": list(entry.tags),
+        "heroImage": "",
+        "private": False,
+        "comment": entry.comment,
+    }
+    if entry.category == "checkpoint":
+        defaults = entry.defaults
+        result.update(
+            type=entry.type or "base",
+            defaultWidth=defaults.width or FALLBACK_SIZE,
+            defaultHeight=defaults.height or FALLBACK_SIZE,
+            defaultSteps=defaults.steps or FALLBACK_STEPS,
+            defaultScheduler=defaults.scheduler or DEFAULT_SCHEDULER,
+            defaultCFG=defaults.cfg if defaults.cfg is not None else FALLBACK_CFG,
+        )
+        if entry.type == "inpainting":
+            result["defaultStrength"] = DEFAULT_STRENGTH
+    if entry.category == "controlnet":
+        result["conditioning"] = entry.conditioning or ""
+    if entry.category in ("lora", "lycoris", "embeddings"):
+        result["positiveTriggerWords"] = ""
+    return result
+
+
+class ModelSearchHandler:
+    """Answers `modelSearch` with one item: `results` (one page) and `totalResults`."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def __call__(
+        self, raw: dict[str, Any], principal: Principal
+    ) -> AsyncIterator[dict[str, Any]]:
+        task = parse_model_search(raw)
+        if task.visibility == "private":
+            matches: list[CatalogEntry] = []  # no key owns a private model on this server
+        else:
+            matches = self._services.catalog.search(
+                task.search,
+                tags=task.tags,
+                category=task.category,
+                type=task.type,
+                architecture=task.architecture,
+                conditioning=task.conditioning,
+            )
+        page = matches[task.offset : task.offset + task.limit]
+        yield {"results": [describe(entry) for entry in page], "totalResults": len(matches)}

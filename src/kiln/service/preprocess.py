@@ -1,0 +1,92 @@
+"""ControlNet preprocessing (`imageControlNetPreProcess` / `controlNetPreprocess`): an input
+image in, a stored guide image out, usable as `guideImage` by the same key."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+from PIL import Image
+
+from kiln.errors import UnsupportedError
+from kiln.keys import Principal
+from kiln.media import OUTPUT_FORMATS, StoredImage, encode_image
+from kiln.media.inputs import ResolvedImage, resolve_image_input
+from kiln.preprocess import BUILT_IN, CannyThresholds, run_preprocessor
+from kiln.protocol.preprocess import PreprocessTask, parse_preprocess
+from kiln.service.services import Services
+
+PREPROCESS_COST = 0.0
+"""Preprocessing runs no diffusion steps, so the price model charges nothing for it."""
+
+
+def target_size(size: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
+    """The input's size after downscaling to fit `width` x `height` (either may be None, which
+    leaves that side free); the aspect ratio is kept and nothing is upscaled."""
+    scale = min(
+        1.0,
+        width / size[0] if width else 1.0,
+        height / size[1] if height else 1.0,
+    )
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+class PreprocessHandler:
+    """Runs a built-in preprocessor off the event loop and stores the guide image.
+
+    The reply carries `guideImageUUID`, the guide in the requested `outputType`, and
+    `inputImageUUID` (the input is stored first when it was not already an image UUID).
+    """
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def __call__(self, raw: dict[str, Any], principal: Principal) -> AsyncIterator[dict[str, Any]]:
+        task = parse_preprocess(raw)
+        if task.preProcessorType not in BUILT_IN:
+            raise UnsupportedError(
+                f"The '{task.preProcessorType}' preprocessor needs annotator model weights, which "
+                f"this server does not have. Built in (no weights needed): "
+                f"{', '.join(BUILT_IN)}. Otherwise preprocess the image yourself and send the "
+                f"result as the ControlNet's 'guideImage'.",
+                code="unsupportedPreProcessorType", parameter="preProcessorType",
+            )
+        owner = principal.key_id
+        resolved = await resolve_image_input(self._services, task.inputImage, parameter="inputImage", owner=owner)
+        yield await asyncio.to_thread(self._run, task, resolved, owner)
+
+    def _run(self, task: PreprocessTask, resolved: ResolvedImage, owner: str) -> dict[str, Any]:
+        input_uuid = resolved.image_uuid or self._store(resolved.image, owner, "PNG", 95, "uploaded")[0].image_uuid
+        image = resolved.image.convert("RGB")
+        size = target_size(image.size, task.width, task.height)
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        guide = run_preprocessor(
+            task.preProcessorType, image, CannyThresholds(task.lowThresholdCanny, task.highThresholdCanny)
+        )
+        stored, data = self._store(guide, owner, task.outputFormat, task.outputQuality, "guide")
+        fmt = OUTPUT_FORMATS[task.outputFormat]
+        item: dict[str, Any] = {"guideImageUUID": stored.image_uuid, "inputImageUUID": input_uuid}
+        if task.outputType == "URL":
+            item["guideImageURL"] = f"{self._services.settings.base_url}/media/{stored.image_uuid}.{fmt.extension}"
+        elif task.outputType == "base64Data":
+            item["guideImageBase64Data"] = base64.b64encode(data).decode()
+        else:
+            item["guideImageDataURI"] = f"data:{fmt.mime_type};base64,{base64.b64encode(data).decode()}"
+        if task.includeCost:
+            item["cost"] = PREPROCESS_COST
+        return item
+
+    def _store(
+        self, image: Image.Image, owner: str, output_format: str, quality: int, origin: str
+    ) -> tuple[StoredImage, bytes]:
+        if image.mode not in ("RGB", "RGBA", "L"):
+            image = image.convert("RGBA")
+        data = encode_image(image, output_format, quality)
+        stored = self._services.images.put(
+            data, owner=owner, extension=OUTPUT_FORMATS[output_format].extension,
+            width=image.width, height=image.height, origin=origin,
+        )
+        return stored, data

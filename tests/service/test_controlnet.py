@@ -1,0 +1,135 @@
+"""`controlNet[]` through the REST API: effects measured on the images that come back."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.conftest import SDXL, decode_image, inference, post
+from tests.service.test_lora import error_of, pixels
+
+CONTROLNET = "kiln:tiny-controlnet@1"
+CONTROLNET_XL = "kiln:tiny-controlnet-sdxl@1"
+
+
+def guide_uri(shape: str = "square") -> str:
+    """A canny-like guide: white outlines on black, as a PNG data URI."""
+    image = Image.new("RGB", (128, 128))
+    draw = ImageDraw.Draw(image)
+    if shape == "square":
+        draw.rectangle([24, 24, 100, 100], outline="white", width=3)
+    else:
+        draw.ellipse([16, 40, 112, 90], outline="white", width=3)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def control(**fields) -> dict:
+    return {"model": CONTROLNET, "guideImage": guide_uri(), **fields}
+
+
+def differs(a: np.ndarray, b: np.ndarray) -> bool:
+    return float(np.abs(a - b).mean()) > 0.5
+
+
+def test_weight_zero_equals_no_controlnet_and_weight_one_differs(client):
+    plain = pixels(client)
+    assert np.array_equal(pixels(client, controlNet=[control(weight=0)]), plain)
+    full = pixels(client, controlNet=[control(weight=1)])
+    assert differs(full, plain)
+    half = pixels(client, controlNet=[control(weight=0.5)])
+    assert differs(half, plain) and differs(half, full)
+
+
+def test_the_guide_image_steers_the_result(client):
+    square = pixels(client, controlNet=[control()])
+    ellipse = pixels(client, controlNet=[control(guideImage=guide_uri("ellipse"))])
+    assert differs(square, ellipse)
+
+
+def test_start_and_end_change_the_result(client):
+    full = pixels(client, steps=4, controlNet=[control()])
+    late = pixels(client, steps=4, controlNet=[control(startStepPercentage=50)])
+    early = pixels(client, steps=4, controlNet=[control(endStepPercentage=50)])
+    assert differs(late, full) and differs(early, full) and differs(late, early)
+    # the step form is the same window as the percentage form
+    assert np.array_equal(pixels(client, steps=4, controlNet=[control(startStep=2)]), late)
+    assert np.array_equal(pixels(client, steps=4, controlNet=[control(endStep=2)]), early)
+
+
+def test_each_control_mode_differs(client):
+    images = {mode: pixels(client, controlNet=[control(controlMode=mode)])
+              for mode in ("balanced", "prompt", "controlnet")}
+    assert differs(images["balanced"], images["prompt"])
+    assert differs(images["balanced"], images["controlnet"])
+    assert differs(images["prompt"], images["controlnet"])
+    assert np.array_equal(pixels(client, controlNet=[control()]), images["balanced"])  # the default
+
+
+def test_two_controlnets_at_once(client):
+    one = pixels(client, controlNet=[control()])
+    two = pixels(client, controlNet=[control(), control(guideImage=guide_uri("ellipse"), weight=0.7)])
+    assert differs(one, two)
+
+
+def test_python_sdk_nulls_and_extra_keys_are_accepted(client):
+    sdk_style = control(weight=1, startStep=None, endStep=None, startStepPercentage=None,
+                        endStepPercentage=None, controlMode=None, lowThresholdCanny=None,
+                        highThresholdCanny=None, preprocessor="canny")
+    assert np.array_equal(pixels(client, controlNet=[sdk_style]), pixels(client, controlNet=[control()]))
+
+
+def test_sdxl_controlnet(client):
+    def sdxl(**overrides) -> np.ndarray:
+        response = post(client, [inference(model=SDXL, **overrides)])
+        assert response.status_code == 200, response.text
+        return np.asarray(decode_image(response.json()["data"][0]), dtype=np.int16)
+
+    plain = sdxl()
+    assert differs(sdxl(controlNet=[control(model=CONTROLNET_XL)]), plain)
+
+
+def test_controlnet_with_image_to_image(client):
+    seed = guide_uri("ellipse")
+    edit = pixels(client, seedImage=seed, strength=0.9)
+    controlled = pixels(client, seedImage=seed, strength=0.9, controlNet=[control()])
+    assert differs(edit, controlled)
+
+
+def test_clip_skip_lora_weighting_and_controlnet_combine(client):
+    combined = dict(clipSkip=1, lora=[{"model": "kiln:tiny-lora@1", "weight": 1}],
+                    promptWeighting="compel", positivePrompt="(small dog)1.3 robot",
+                    controlNet=[control(controlMode="prompt")])
+    everything = pixels(client, **combined)
+    assert np.array_equal(pixels(client, **combined), everything)  # deterministic
+    for left_out in ("clipSkip", "lora", "promptWeighting", "controlNet"):
+        without = {k: v for k, v in combined.items() if k != left_out}
+        assert differs(pixels(client, **without), everything), left_out
+
+
+@pytest.mark.parametrize(("item", "code", "parameter"), [
+    ({"model": CONTROLNET_XL}, "invalidControlNet", "controlNet[0].model"),
+    ({"model": "kiln:tiny-lora@1"}, "invalidControlNet", "controlNet[0].model"),
+    ({"model": "kiln:missing@1"}, "unknownModel", "controlNet[0].model"),
+    ({"weight": 1.5}, "invalidControlNet", "controlNet[0].weight"),
+    ({"controlMode": "both"}, "invalidControlNet", "controlNet[0].controlMode"),
+    ({"startStep": 1, "startStepPercentage": 10}, "invalidControlNet", "controlNet[0].startStep"),
+    ({"endStep": 1, "endStepPercentage": 10}, "invalidControlNet", "controlNet[0].endStep"),
+    ({"startStepPercentage": 100}, "invalidControlNet", "controlNet[0].startStepPercentage"),
+    ({"startStep": 3}, "invalidControlNet", "controlNet[0].startStep"),
+    ({"startStep": 1, "endStep": 1}, "invalidControlNet", "controlNet[0].endStep"),
+    ({"guideImage": "not an image"}, "invalidControlNet", "controlNet[0].guideImage"),
+])
+def test_bad_controlnets_are_typed_errors(client, item, code, parameter):
+    error = error_of(client, steps=2, controlNet=[control(**item)])
+    assert (error["code"], error["parameter"]) == (code, parameter)
+
+
+def test_a_missing_guide_image_is_named(client):
+    error = error_of(client, controlNet=[{"model": CONTROLNET}])
+    assert (error["code"], error["parameter"]) == ("missingControlNet", "controlNet[0].guideImage")
