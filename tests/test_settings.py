@@ -25,3 +25,17 @@ def test_defaults_and_flag_overrides():
     assert settings.data_dir == Path("kiln-data")
     assert settings.allow_private_urls is False
     assert settings.base_url == "http://127.0.0.1:8181"
+
+
+def test_delivery_limits_and_nsfw_variables():
+    settings = Settings.from_env({
+        "KILN_TASK_TTL": "60", "KILN_DELIVERY_ATTEMPTS": "2", "KILN_DELIVERY_BACKOFF": "0.5",
+        "KILN_DELIVERY_TIMEOUT": "3", "KILN_MAX_RESULTS_IN_FLIGHT_PER_KEY": "8",
+        "KILN_MAX_QUEUED_TASKS": "16", "KILN_MAX_TASKS_PER_REQUEST": "4",
+        "KILN_NSFW_CLASSES": "belly_exposed, FEET_EXPOSED", "KILN_NSFW_THRESHOLD": "0.7",
+    })
+    assert (settings.task_ttl_s, settings.delivery_attempts, settings.delivery_backoff_s) == (60, 2, 0.5)
+    assert (settings.delivery_timeout_s, settings.max_results_in_flight_per_key) == (3, 8)
+    assert (settings.max_queued_tasks, settings.max_tasks_per_request) == (16, 4)
+    assert settings.nsfw_classes == ("BELLY_EXPOSED", "FEET_EXPOSED")
+    assert settings.nsfw_threshold == 0.7

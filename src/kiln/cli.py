@@ -92,6 +92,14 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_usage(args: argparse.Namespace) -> int:
+    _, keys, _ = _open(args)
+    print(f"{'key':14} {'name':16} {'images':>8} {'cost (USD)':>14}")
+    for usage in keys.usage():
+        print(f"{usage.key_id[:12]}…  {usage.name:16} {usage.images:8d} {usage.cost:14.8f}")
+    return 0
+
+
 def cmd_models_init(args: argparse.Namespace) -> int:
     from kiln.models.demo import init_demo_models
 
@@ -153,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", default="default")
     create.set_defaults(func=cmd_keys_create)
     keys.add_parser("list", help="list stored keys").set_defaults(func=cmd_keys_list)
+    keys.add_parser("usage", help="images generated and their cost, per key").set_defaults(func=cmd_keys_usage)
 
     models = sub.add_parser("models", help="manage the model catalog").add_subparsers(dest="models", required=True)
     models.add_parser("init", help="build and register the demo models").set_defaults(func=cmd_models_init)

@@ -83,6 +83,13 @@ class RateLimitError(KilnError):
     status = 429
 
 
+class DeliveryError(KilnError):
+    """An `uploadEndpoint` or `webhookURL` target did not accept a result (502)."""
+
+    code = "uploadFailed"
+    status = 502
+
+
 class ModelLoadError(KilnError):
     """A catalogued model could not be loaded from its files (500)."""
 

@@ -16,6 +16,16 @@ def key_id(api_key: str) -> str:
 
 
 @dataclass(frozen=True)
+class KeyUsage:
+    """What one key has generated so far: images and their cost (USD, the price model's)."""
+
+    key_id: str
+    name: str
+    images: int
+    cost: float
+
+
+@dataclass(frozen=True)
 class Principal:
     """An authenticated caller."""
 
@@ -58,3 +68,28 @@ class KeyStore:
 
     def any_exists(self) -> bool:
         return bool(self._configured) or bool(self._db.query("SELECT 1 FROM api_keys LIMIT 1"))
+
+    def record_usage(self, kid: str, *, images: int, cost: float) -> None:
+        """Add `images` and `cost` to the usage of the key `kid` (atomic)."""
+        self._db.execute(
+            "INSERT INTO key_usage (key_id, images, cost) VALUES (?, ?, ?) ON CONFLICT (key_id)"
+            " DO UPDATE SET images = images + excluded.images, cost = cost + excluded.cost",
+            (kid, images, cost),
+        )
+
+    def usage(self) -> list[KeyUsage]:
+        """Usage of every key that generated something, most expensive first. Keys from the
+        settings have no stored name: they are named "configured"."""
+        rows = self._db.query(
+            "SELECT u.key_id, u.images, u.cost, k.name FROM key_usage u"
+            " LEFT JOIN api_keys k ON k.key_id = u.key_id ORDER BY u.cost DESC, u.key_id"
+        )
+        return [
+            KeyUsage(
+                r["key_id"],
+                r["name"] or ("configured" if r["key_id"] in self._configured else "unknown"),
+                r["images"],
+                r["cost"],
+            )
+            for r in rows
+        ]

@@ -21,6 +21,30 @@ class Prices:
     prompt_weighting: float = 0.0001
 
 
+# NudeNet classes that make an image NSFW (README: NSFW check). Covered body parts, faces, feet,
+# belly, armpits and the male chest are detected but do not count.
+NSFW_CLASSES = (
+    "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "BUTTOCKS_EXPOSED",
+    "ANUS_EXPOSED",
+)
+
+
+_NUMERIC_VARIABLES: tuple[tuple[str, str, type], ...] = (
+    ("max_body_bytes", "KILN_MAX_BODY_BYTES", int),
+    ("max_tasks_per_request", "KILN_MAX_TASKS_PER_REQUEST", int),
+    ("task_ttl_s", "KILN_TASK_TTL", float),
+    ("delivery_attempts", "KILN_DELIVERY_ATTEMPTS", int),
+    ("delivery_backoff_s", "KILN_DELIVERY_BACKOFF", float),
+    ("delivery_timeout_s", "KILN_DELIVERY_TIMEOUT", float),
+    ("max_results_in_flight_per_key", "KILN_MAX_RESULTS_IN_FLIGHT_PER_KEY", int),
+    ("max_queued_tasks", "KILN_MAX_QUEUED_TASKS", int),
+    ("nsfw_threshold", "KILN_NSFW_THRESHOLD", float),
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything an operator can set. Built by `Settings.from_env()`; immutable afterwards."""
@@ -36,6 +60,17 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     max_tasks_per_request: int = 64
     prices: Prices = field(default_factory=Prices)
+    # delivery (README: Delivery)
+    task_ttl_s: float = 24 * 3600
+    delivery_attempts: int = 5
+    delivery_backoff_s: float = 1.0
+    delivery_timeout_s: float = 30.0
+    # admission limits (README: Limits)
+    max_results_in_flight_per_key: int = 40
+    max_queued_tasks: int = 256
+    # NSFW check
+    nsfw_classes: tuple[str, ...] = NSFW_CLASSES
+    nsfw_threshold: float = 0.5
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -70,6 +105,13 @@ class Settings:
         }
         if prices:
             values["prices"] = Prices(**prices)
+        for name, var, kind in _NUMERIC_VARIABLES:
+            if env.get(var):
+                values[name] = kind(env[var])
+        if env.get("KILN_NSFW_CLASSES"):
+            values["nsfw_classes"] = tuple(
+                c.strip().upper() for c in env["KILN_NSFW_CLASSES"].split(",") if c.strip()
+            )
         settings = cls(**values)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -101,6 +101,18 @@ def test_controlnet_with_image_to_image(client):
     assert differs(edit, controlled)
 
 
+def test_controlnet_with_inpainting(client):
+    mask = Image.new("L", (128, 128))
+    ImageDraw.Draw(mask).rectangle([32, 32, 96, 96], fill=255)
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    edit = dict(seedImage=guide_uri("ellipse"), maskImage=base64.b64encode(buffer.getvalue()).decode())
+    inpainted = pixels(client, **edit)
+    controlled = pixels(client, **edit, controlNet=[control()])
+    assert differs(inpainted[32:96, 32:96], controlled[32:96, 32:96])
+    assert np.abs(inpainted[:24] - controlled[:24]).max() <= 1  # outside the mask: kept
+
+
 def test_clip_skip_lora_weighting_and_controlnet_combine(client):
     combined = dict(clipSkip=1, lora=[{"model": "kiln:tiny-lora@1", "weight": 1}],
                     promptWeighting="compel", positivePrompt="(small dog)1.3 robot",

@@ -205,6 +205,8 @@ def test_outpaint_blur_feathers_only_the_seam(client):
     ({"seedImage": b64(gradient()), "maskImage": b64(Image.new("L", (64, 128)))}, "invalidMaskImage", "maskImage"),
     ({"seedImage": b64(gradient()), "maskImage": b64(square_mask()), "maskMargin": 10}, "invalidMaskMargin", "maskMargin"),
     ({"seedImage": b64(gradient()), "maskMargin": 64}, "missingMaskImage", "maskImage"),
+    ({"seedImage": b64(gradient()), "maskImage": b64(square_mask()), "maskMargin": 64,
+      "outpaint": {"top": 64}}, "incompatibleParameters", "maskMargin"),
     ({"seedImage": b64(gradient()), "outpaint": {"top": 50}}, "invalidOutpaint", "outpaint.top"),
     ({"seedImage": b64(gradient()), "outpaint": {"top": 64, "blur": 40}}, "invalidOutpaint", "outpaint.blur"),
     ({"seedImage": b64(gradient(100, 100)), "outpaint": {"top": 64}, "width": None, "height": None},

@@ -46,12 +46,17 @@ def learn_merges(words: Iterable[str]) -> list[tuple[str, str]]:
                                   initial_alphabet=byte_chars(), end_of_word_suffix=END_OF_WORD)
     bpe.train_from_iterator(words, trainer=trainer)
     merges = json.loads(bpe.to_str())["model"]["merges"]
-    return [tuple(m.split(" ")) if isinstance(m, str) else (m[0], m[1]) for m in merges]
+    pairs = [tuple(m.split(" ")) if isinstance(m, str) else (m[0], m[1]) for m in merges]
+    # The trainer breaks ties between equally frequent pairs in a per-process random order.
+    # Sorting by the merged token's length (parts before wholes), then alphabetically, gives
+    # the same ids in every process; build_tokenizer checks each word is still one token.
+    return sorted(pairs, key=lambda pair: (len(pair[0] + pair[1]), pair[0] + pair[1], pair))
 
 
 def build_tokenizer(words: Iterable[str] | None = None) -> CLIPTokenizer:
     """A CLIP tokenizer for `words` (default: the caption vocabulary); pad is `<|endoftext|>`."""
-    merges = learn_merges(vocabulary() if words is None else words)
+    words = vocabulary() if words is None else sorted(set(words))
+    merges = learn_merges(words)
     chars = byte_chars()
     tokens = [*chars, *(c + END_OF_WORD for c in chars), *(a + b for a, b in merges), BOS, EOS]
     vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
@@ -62,4 +67,7 @@ def build_tokenizer(words: Iterable[str] | None = None) -> CLIPTokenizer:
             "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), "utf-8")
         tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True, pad_token=EOS)
     tokenizer.model_max_length = MAX_LENGTH
+    split = [w for w in words if len(tokenizer(w, add_special_tokens=False).input_ids) != 1]
+    if split:
+        raise ValueError(f"the learned merges leave these words in pieces: {split}")
     return tokenizer

@@ -290,8 +290,13 @@ def _controlnet(unet: UNet2DConditionModel, out_dir: Path) -> Path:
     zero_initialised = ("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")
     with torch.no_grad():
         for name, parameter in controlnet.named_parameters():
-            if name.startswith(zero_initialised):
+            if name.endswith("bias") and name.startswith(("controlnet_cond_embedding", *zero_initialised)):
+                parameter.zero_()  # a constant offset would drown what the guide image says
+            elif name.startswith(zero_initialised):
                 parameter.normal_(std=0.3)
+            elif name.startswith("controlnet_cond_embedding"):
+                # the default init shrinks the guide's signal ~1000x over the embedding's 7 convs
+                parameter.normal_(std=0.25)
     out_dir = Path(out_dir)
     controlnet.save_pretrained(out_dir, safe_serialization=True)
     config_file = out_dir / "config.json"

@@ -28,7 +28,8 @@ class Engine:
     """Runs text-to-image generation with cached diffusers pipelines.
 
     `device` None picks "cuda" when available, else "cpu"; weights are fp16 on CUDA and fp32
-    on CPU. At most `max_cached_models` pipelines stay loaded (least recently used evicted).
+    on CPU. At most `max_cached_models` pipelines stay loaded (least recently used evicted),
+    each with at most `max_loras_per_model` LoRA adapters loaded.
 
     Calls are meant to be serialised on one worker thread. Each call still gets its own
     scheduler on a shallow copy of the cached pipeline, so no request's sampler settings leak
@@ -40,11 +41,13 @@ class Engine:
         ...     image.save(...)
     """
 
-    def __init__(self, device: str | None = None, max_cached_models: int = 2) -> None:
+    def __init__(
+        self, device: str | None = None, max_cached_models: int = 2, max_loras_per_model: int = 8
+    ) -> None:
         self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.float16 if self._device.startswith("cuda") else torch.float32
         self._cache = PipelineCache(self._device, dtype, max_cached_models)
-        self._loras = LoraAdapters()
+        self._loras = LoraAdapters(max_loras_per_model)
         self._controlnets = ControlNetCache(self._device, dtype)
 
     @property

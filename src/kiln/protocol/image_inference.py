@@ -15,6 +15,7 @@ OUTPUT_TYPES = ("URL", "base64Data", "dataURI")
 OUTPUT_FORMAT_NAMES = ("PNG", "JPG", "WEBP")
 MAX_SEED = 2**63 - 1
 OUTPAINT_SIDES = ("top", "right", "bottom", "left")
+SAFETY_MODES = ("none", "fast", "full")
 
 LIMITS: dict[str, Limit] = {
     **ADAPTER_LIMITS,
@@ -33,7 +34,10 @@ LIMITS: dict[str, Limit] = {
     "scheduler": Limit("string", allowed=SCHEDULER_NAMES),
     "model": Limit("string"),
     "includeCost": Limit("boolean"),
-    "deliveryMethod": Limit("string", allowed=("sync",)),
+    "deliveryMethod": Limit("string", allowed=("sync", "async")),
+    "checkNSFW": Limit("boolean"),
+    "safety.checkContent": Limit("boolean"),
+    "safety.mode": Limit("string", allowed=SAFETY_MODES),
     "seedImage": Limit("string"),
     "maskImage": Limit("string"),
     "strength": Limit("float", 0, 1),
@@ -51,9 +55,6 @@ UNSUPPORTED: dict[str, str] = {
     "ipAdapters": "IP-Adapters are not available on this server.",
     "refiner": "SDXL refiners are not available on this server.",
     "vae": "VAE overrides are not available on this server.",
-    "checkNSFW": "the NSFW check is not available on this server yet.",
-    "uploadEndpoint": "uploadEndpoint delivery is not available on this server yet.",
-    "webhookURL": "webhook delivery is not available on this server yet.",
     "acceleratorOptions": "accelerator caches are not available on this server.",
     "advancedFeatures": "advanced features are not available on this server.",
     "puLID": "PuLID is not available on this server.",
@@ -87,6 +88,21 @@ class Outpaint(BaseModel):
         return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
+class Safety(BaseModel):
+    """The newer form of the NSFW check; `mode` wins over `checkContent` when set."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    checkContent: bool = False
+    mode: Literal["none", "fast", "full"] | None = None
+    checkInputs: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:  # the Python SDK sends every field, unset ones as null
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
 class ImageInferenceTask(BaseModel):
     """A validated `imageInference` task. Unknown keys are ignored (the SDKs send several)."""
 
@@ -109,7 +125,11 @@ class ImageInferenceTask(BaseModel):
     outputFormat: str = "JPG"
     outputQuality: Annotated[int, Field(ge=20, le=99)] = 95
     includeCost: bool = False
-    deliveryMethod: Literal["sync"] = "sync"
+    deliveryMethod: Literal["sync", "async"] = "sync"
+    uploadEndpoint: str | None = None
+    webhookURL: str | None = None
+    checkNSFW: bool = False
+    safety: Safety | None = None
     seedImage: str | None = None
     maskImage: str | None = None
     strength: Annotated[float, Field(ge=0, le=1)] | None = None
@@ -124,6 +144,20 @@ class ImageInferenceTask(BaseModel):
     def prompt_weighting(self) -> str | None:
         """"compel", "sdEmbeds" or None, from `promptWeighting` or `usePromptWeighting`."""
         return prompt_weighting(self.promptWeighting, self.usePromptWeighting)
+
+    @property
+    def check_content(self) -> bool:
+        """Whether each image gets the NSFW check (`checkNSFW`, or `safety`)."""
+        if self.safety is not None and self.safety.mode is not None:
+            return self.safety.mode != "none"
+        return self.checkNSFW or (self.safety is not None and self.safety.checkContent)
+
+    @field_validator("uploadEndpoint", "webhookURL")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -173,8 +207,11 @@ def parse_image_inference(task: dict[str, Any]) -> ImageInferenceTask:
     """
     reject_unsupported(task, UNSUPPORTED)
     safety = task.get("safety")
-    if isinstance(safety, dict) and (safety.get("checkContent") or safety.get("mode") not in (None, "none")):
-        reject_unsupported({"safety": True}, {"safety": UNSUPPORTED["checkNSFW"]})
+    if isinstance(safety, dict):
+        reject_unsupported(
+            {"safety.checkInputs": safety.get("checkInputs")},
+            {"safety.checkInputs": "input images are not checked; only generated images are."},
+        )
     if task.get("acceleration") not in (None, "none"):
         reject_unsupported({"acceleration": True}, {"acceleration": "acceleration presets are not available on this server."})
     parsed = validate_task(ImageInferenceTask, task, LIMITS)
@@ -203,4 +240,10 @@ def _check_modes(task: ImageInferenceTask) -> None:
         raise InvalidRequestError(
             "'maskMargin' sets the context around an inpainting mask: send 'maskImage' with it.",
             code="missingMaskImage", parameter="maskImage",
+        )
+    if task.maskMargin is not None and task.outpaint is not None:
+        raise InvalidRequestError(
+            "'maskMargin' crops around an inpainting mask and cannot be combined with 'outpaint', "
+            "which edits the whole extended canvas; send one or the other.",
+            code="incompatibleParameters", parameter="maskMargin",
         )

@@ -7,11 +7,27 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kiln.errors import InvalidRequestError
-from kiln.preprocess import ALIASES, GROUPS
 from kiln.protocol.image_inference import OUTPUT_FORMAT_NAMES, OUTPUT_TYPES, ImageInferenceTask
 from kiln.protocol.validation import Limit, reject_unsupported, validate_task
 
-TASK_TYPES = ("imageControlNetPreProcess", "controlNetPreprocess")
+GROUPS = (
+    "canny", "depth", "mlsd", "normalbae", "openpose", "tile", "seg", "lineart",
+    "lineart_anime", "shuffle", "scribble", "softedge",
+)
+"""The `preProcessorType` values of the protocol (PROTOCOL.md 7.3)."""
+
+ALIASES = {
+    "depth_leres": "depth", "depth_midas": "depth", "depth_zoe": "depth",
+    "inpaint_global_harmonious": "depth", "lineart_coarse": "lineart",
+    "lineart_realistic": "lineart", "lineart_standard": "lineart", "normal_bae": "normalbae",
+    "openpose_face": "openpose", "openpose_faceonly": "openpose", "openpose_full": "openpose",
+    "openpose_hand": "openpose", "scribble_hed": "scribble", "scribble_pidinet": "scribble",
+    "seg_ofade20k": "seg", "seg_ofcoco": "seg", "seg_ufade20k": "seg", "softedge_hed": "softedge",
+    "softedge_hedsafe": "softedge", "softedge_pidinet": "softedge",
+    "softedge_pidisafe": "softedge", "tile_gaussian": "tile",
+}
+"""The SDKs' fine-grained preprocessor names (`EPreProcessor`) → their protocol group."""
+
 
 LIMITS: dict[str, Limit] = {
     "inputImage": Limit("string"),
@@ -29,8 +45,7 @@ LIMITS: dict[str, Limit] = {
 }
 
 UNSUPPORTED = {
-    "webhookURL": "webhook delivery of preprocessing results is not available on this server yet.",
-    "uploadEndpoint": "uploadEndpoint delivery of preprocessing results is not available on this server yet.",
+    "uploadEndpoint": "uploadEndpoint delivery of guide images is not available on this server yet.",
 }
 
 Side = Annotated[int, Field(ge=64, le=2048)]
@@ -65,8 +80,9 @@ class PreprocessTask(BaseModel):
     @field_validator("preProcessorType", mode="before")
     @classmethod
     def _kind(cls, value: Any) -> Any:
-        name = value.lower() if isinstance(value, str) else value
-        name = ALIASES.get(name, name)
+        if not isinstance(value, str):
+            raise ValueError("not a string")
+        name = ALIASES.get(value.lower(), value.lower())
         if name not in GROUPS:
             raise ValueError("unknown preprocessor")
         return name

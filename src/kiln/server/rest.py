@@ -38,8 +38,8 @@ def _too_large(limit: int) -> PayloadTooLargeError:
 
 
 def _respond(replies: list[Reply]) -> JSONResponse:
-    data = [item for r in replies if not r.is_error for item in r.message["data"]]
-    errors = [item for r in replies if r.is_error for item in r.message["errors"]]
+    data = [item for r in replies for item in r.message.get("data", [])]
+    errors = [item for r in replies for item in r.message.get("errors", [])]
     body: dict[str, Any] = {}
     if data or not errors:
         body["data"] = data

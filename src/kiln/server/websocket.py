@@ -60,6 +60,7 @@ class WebSocketSession:
     async def _handle_frame(self, raw: str | bytes) -> None:
         try:
             tasks = parse_body(raw)
+            self._dispatcher.check_request_size(tasks)
         except KilnError as error:
             await self.send(Reply.error(error))
             return

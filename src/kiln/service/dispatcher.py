@@ -2,17 +2,23 @@
 
 Each task of a request runs independently: a bad task is answered with its own error and the
 tasks beside it still run. Every reply echoes the task's `taskType` and `taskUUID`.
+
+Every task with a taskUUID is recorded for its key, with each reply it gets (`TaskRegistry`), so
+`getResponse` answers for any task type, sync or async, after a disconnect or a restart. A task
+sent `deliveryMethod: "async"` or with a `webhookURL` is acknowledged at once and runs on in the
+background; its results go to `getResponse` and, one POST each, to the webhook.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kiln.errors import KilnError, UnsupportedError
+from kiln.errors import InvalidRequestError, KilnError, RateLimitError, UnsupportedError
 from kiln.keys import Principal
 from kiln.protocol.envelope import (
     TaskHeader,
@@ -22,8 +28,17 @@ from kiln.protocol.envelope import (
     peek_header,
     read_header,
 )
+from kiln.service.delivery import (
+    BackgroundTasks,
+    DeliveryOptions,
+    RetryPolicy,
+    post_webhook,
+    upload_image,
+)
+from kiln.service.get_response import GetResponseHandler
 from kiln.service.image_inference import ImageInferenceHandler
 from kiln.service.image_upload import ImageUploadHandler
+from kiln.service.limits import Admission, Ticket
 from kiln.service.model_search import ModelSearchHandler
 from kiln.service.preprocess import PreprocessHandler
 from kiln.service.services import Services
@@ -33,7 +48,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Reply:
-    """One wire message (`{"data": [...]}` or `{"errors": [...]}`) and its HTTP status."""
+    """One wire message (`{"data": [...]}` and/or `{"errors": [...]}`) and its HTTP status."""
 
     message: dict[str, Any]
     status: int = 200
@@ -52,8 +67,32 @@ Emit = Callable[[Reply], Awaitable[None]]
 
 class TaskHandler(Protocol):
     def __call__(self, task: dict[str, Any], principal: Principal) -> AsyncIterator[dict[str, Any]]:
-        """Yield result items (without taskType/taskUUID) as they are ready."""
+        """Yield result items (without taskType/taskUUID) as they are ready.
+
+        A handler may also have `validate(task) -> parsed`, raising the task's typed error:
+        the dispatcher then validates before admission and before an async acknowledgement.
+        A parsed task with `numberResults` counts that many results against the key's limit.
+        """
         ...
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One admitted, claimed task on its way through `Dispatcher._execute`."""
+
+    header: TaskHeader
+    principal: Principal
+    options: DeliveryOptions
+    ticket: Ticket
+
+    @property
+    def owner(self) -> str:
+        return self.principal.key_id
+
+    @property
+    def task_uuid(self) -> str:
+        assert self.header.task_uuid is not None
+        return self.header.task_uuid
 
 
 class Dispatcher:
@@ -69,39 +108,163 @@ class Dispatcher:
             "imageControlNetPreProcess": PreprocessHandler(services),
             "controlNetPreprocess": PreprocessHandler(services),
         }
+        settings = services.settings
+        self._get_response = GetResponseHandler(services.tasks)
+        self.admission = Admission(
+            max_results_per_key=settings.max_results_in_flight_per_key,
+            max_tasks=settings.max_queued_tasks,
+        )
+        self._retry = RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
+        self.background = BackgroundTasks()
 
     @property
     def task_types(self) -> tuple[str, ...]:
-        return ("authentication", "ping", *self._handlers)
+        return ("authentication", "ping", "getResponse", *self._handlers)
+
+    def check_request_size(self, tasks: list[Any]) -> None:
+        """Raise `RateLimitError` when one request carries more tasks than the server takes."""
+        limit = self.services.settings.max_tasks_per_request
+        if len(tasks) > limit:
+            raise RateLimitError(
+                f"A request may carry at most {limit} tasks; this one has {len(tasks)}. Send "
+                f"them in several requests.",
+                code="rateLimitExceeded",
+            )
 
     async def run(self, tasks: list[Any], principal: Principal, emit: Emit) -> None:
         """Run every task concurrently; returns when all have been answered."""
+        try:
+            self.check_request_size(tasks)
+        except KilnError as error:
+            await emit(Reply.error(error))
+            return
         await asyncio.gather(*(self.run_task(task, principal, emit) for task in tasks))
 
     async def run_task(self, task: Any, principal: Principal, emit: Emit) -> None:
-        """Run one task, emitting each result as it is ready, or one error. Never raises."""
+        """Run one task, emitting each result as it is ready, or one error. Never raises.
+
+        Background tasks (async, webhook) return after the acknowledgement.
+        """
         header = peek_header(task)
         try:
             header = read_header(task)
             if header.task_type == "ping":
                 await emit(Reply(data_message({"taskType": "ping", "pong": True})))
                 return
-            handler = self._handlers.get(header.task_type or "")
-            if handler is None:
-                raise UnsupportedError(
-                    f"Task type '{header.task_type}' is not served here. Supported: "
-                    + ", ".join(self.task_types) + ".",
-                    code="unsupportedTaskType",
-                    parameter="taskType",
+            if header.task_type == "authentication":
+                raise InvalidRequestError(
+                    "An 'authentication' task must be the first task of a REST request (or its "
+                    "own WebSocket frame).",
+                    code="invalidTask", parameter="taskType",
                 )
             assert header.task_uuid is not None and header.task_type is not None
-            self.services.tasks.claim(principal.key_id, header.task_uuid, header.task_type)
-            async for item in handler(task, principal):
-                await emit(Reply(data_message(
-                    {"taskType": header.task_type, "taskUUID": header.task_uuid, **item}
-                )))
+            if header.task_type == "getResponse":
+                await emit(Reply(self._get_response(header.task_uuid, principal)))
+                return
+            handler = self._handler(header.task_type)
+            validate = getattr(handler, "validate", None)
+            parsed = validate(task) if validate is not None else None
+            options = await DeliveryOptions.read(task, self.services.delivery_policy)
+            results = getattr(parsed, "numberResults", 1)
+            ticket = self.admission.admit(principal.key_id, results if isinstance(results, int) else 1)
+            try:
+                self.services.tasks.claim(principal.key_id, header.task_uuid, header.task_type)
+            except BaseException:
+                ticket.release()
+                raise
         except KilnError as error:
             await emit(Reply.error(error, header))
+            return
         except Exception:
             log.exception("task %s failed unexpectedly", header.task_uuid)
             await emit(Reply.error(KilnError("Internal error while running the task."), header))
+            return
+        run = _Run(header, principal, options, ticket)
+        if options.background:
+            self.background.spawn(self._execute(handler, task, run, None))
+            await emit(Reply(data_message(
+                {"taskType": header.task_type, "taskUUID": header.task_uuid, "status": "processing"}
+            )))
+        else:
+            await self._execute(handler, task, run, emit)
+
+    def _handler(self, task_type: str) -> TaskHandler:
+        handler = self._handlers.get(task_type)
+        if handler is None:
+            raise UnsupportedError(
+                f"Task type '{task_type}' is not served here. Supported: "
+                + ", ".join(self.task_types) + ".",
+                code="unsupportedTaskType",
+                parameter="taskType",
+            )
+        return handler
+
+    async def _execute(self, handler: TaskHandler, task: Any, run: _Run, emit: Emit | None) -> None:
+        """Run an admitted task to its end, recording every reply; `emit` is None for a
+        background task. A cancelled task (Kiln shutting down) is recorded `taskCancelled`
+        when the database is still open; a killed one is answered as interrupted later."""
+        tasks = self.services.tasks
+        finished = False
+        try:
+            async for result in handler(task, run.principal):
+                item = {"taskType": run.header.task_type, "taskUUID": run.task_uuid, **result}
+                upload_error = await self._upload(item, run)
+                tasks.add_item(run.owner, run.task_uuid, item)
+                if upload_error is not None:
+                    await self._fail(upload_error, run, emit)
+                    continue
+                if emit is not None:
+                    await emit(Reply(data_message(item)))
+                self._post(data_message({**item, "status": "success"}), run)
+            finished = True
+        except KilnError as error:
+            await self._fail(error, run, emit)
+            finished = True
+        except Exception:
+            log.exception("task %s failed unexpectedly", run.task_uuid)
+            await self._fail(KilnError("Internal error while running the task."), run, emit)
+            finished = True
+        except asyncio.CancelledError:
+            cancelled = KilnError(
+                "The task was cancelled before it finished (Kiln stopped); send it again with a "
+                "new taskUUID.",
+                code="taskCancelled",
+            )
+            with contextlib.suppress(Exception):
+                tasks.add_error(run.owner, run.task_uuid, error_object(cancelled, run.header))
+                tasks.finish(run.owner, run.task_uuid)
+            raise
+        finally:
+            if finished:
+                tasks.finish(run.owner, run.task_uuid)
+            run.ticket.release()
+
+    async def _upload(self, item: dict[str, Any], run: _Run) -> KilnError | None:
+        """PUT the item's image to `uploadEndpoint`; the error if that finally failed. The image
+        stays stored either way, so the item (and getResponse) still lead to it."""
+        url = run.options.upload_endpoint
+        if url is None or "imageUUID" not in item:
+            return None
+        stored = self.services.images.get(item["imageUUID"], owner=run.owner)
+        if stored is None:
+            return None
+        try:
+            await upload_image(stored, url, self.services.delivery_policy, self._retry)
+        except KilnError as error:
+            error.details.update(imageUUID=item["imageUUID"])
+            return error
+        return None
+
+    async def _fail(self, error: KilnError, run: _Run, emit: Emit | None) -> None:
+        wire = error_object(error, run.header)
+        self.services.tasks.add_error(run.owner, run.task_uuid, wire)
+        if emit is not None:
+            await emit(Reply(errors_message(wire), error.status))
+        self._post(errors_message({**wire, "status": "error"}), run)
+
+    def _post(self, message: dict[str, Any], run: _Run) -> None:
+        """POST `message` to the task's webhook in the background, never delaying the task."""
+        if run.options.webhook_url is not None:
+            self.background.spawn(post_webhook(
+                run.options.webhook_url, message, self.services.delivery_policy, self._retry
+            ))

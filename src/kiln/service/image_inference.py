@@ -52,6 +52,8 @@ def build_generation_request(task: ImageInferenceTask, entry: CatalogEntry) -> G
 class ImageInferenceHandler:
     """Generates, encodes, stores and delivers the images of one `imageInference` task."""
 
+    validate = staticmethod(parse_image_inference)  # the dispatcher validates before admission
+
     def __init__(self, services: Services) -> None:
         self._services = services
 
@@ -88,7 +90,8 @@ class ImageInferenceHandler:
         request: GenerationRequest,
         principal: Principal,
     ) -> dict[str, Any]:
-        """Encode and store one image; return its result item. Runs off the event loop."""
+        """Check (NSFW, when asked), encode and store one image; record its cost for the key;
+        return its result item. Runs off the event loop."""
         fmt = OUTPUT_FORMATS[task.outputFormat]
         data = encode_image(image, task.outputFormat, task.outputQuality)
         stored = self._services.images.put(
@@ -107,11 +110,17 @@ class ImageInferenceHandler:
         else:
             item["imageDataURI"] = f"data:{fmt.mime_type};base64,{base64.b64encode(data).decode()}"
         item["seed"] = seed
+        if task.check_content:
+            item["NSFWContent"] = self._services.nsfw.check(image)
+        cost = image_cost(
+            self._services.settings.prices,
+            width=request.width,
+            height=request.height,
+            steps=request.steps,
+            nsfw_check=task.check_content,
+            prompt_weighting=request.prompt_weighting is not None,
+        )
+        self._services.keys.record_usage(principal.key_id, images=1, cost=cost)
         if task.includeCost:
-            item["cost"] = image_cost(
-                self._services.settings.prices,
-                width=request.width,
-                height=request.height,
-                steps=request.steps,
-            )
+            item["cost"] = cost
         return item

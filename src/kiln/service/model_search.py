@@ -58,6 +58,8 @@ class ModelSearchHandler:
     def __init__(self, services: Services) -> None:
         self._services = services
 
+    validate = staticmethod(parse_model_search)  # the dispatcher validates before admission
+
     async def __call__(
         self, raw: dict[str, Any], principal: Principal
     ) -> AsyncIterator[dict[str, Any]]:

@@ -43,7 +43,8 @@ class PreprocessHandler:
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    async def __call__(self, raw: dict[str, Any], principal: Principal) -> AsyncIterator[dict[str, Any]]:
+    def validate(self, raw: dict[str, Any]) -> PreprocessTask:
+        """The parsed task, or its typed error (the dispatcher calls this before admission)."""
         task = parse_preprocess(raw)
         if task.preProcessorType not in BUILT_IN:
             raise UnsupportedError(
@@ -53,6 +54,10 @@ class PreprocessHandler:
                 f"result as the ControlNet's 'guideImage'.",
                 code="unsupportedPreProcessorType", parameter="preProcessorType",
             )
+        return task
+
+    async def __call__(self, raw: dict[str, Any], principal: Principal) -> AsyncIterator[dict[str, Any]]:
+        task = self.validate(raw)
         owner = principal.key_id
         resolved = await resolve_image_input(self._services, task.inputImage, parameter="inputImage", owner=owner)
         yield await asyncio.to_thread(self._run, task, resolved, owner)

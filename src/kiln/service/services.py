@@ -9,6 +9,7 @@ from kiln.keys import KeyStore
 from kiln.media import ImageStore
 from kiln.media.outbound import OutboundPolicy
 from kiln.models import Catalog
+from kiln.safety import NSFWChecker
 from kiln.service.task_registry import TaskRegistry
 from kiln.settings import Settings
 from kiln.storage import Database
@@ -23,6 +24,7 @@ class Services:
     images: ImageStore
     tasks: TaskRegistry
     executor: InProcessExecutor
+    nsfw: NSFWChecker
 
     @classmethod
     def open(cls, settings: Settings, executor: InProcessExecutor | None = None) -> Services:
@@ -34,14 +36,22 @@ class Services:
             keys=KeyStore(db, settings.api_keys),
             catalog=Catalog(db),
             images=ImageStore(db, settings.media_dir),
-            tasks=TaskRegistry(db),
+            tasks=TaskRegistry(db, settings.task_ttl_s),
             executor=executor or InProcessExecutor(default_engine_factory(settings.device, settings.torch_threads)),
+            nsfw=NSFWChecker(settings.nsfw_classes, settings.nsfw_threshold),
         )
 
     @property
     def outbound(self) -> OutboundPolicy:
         """The rules for every request Kiln makes to a client-given URL."""
         return OutboundPolicy(allow_private=self.settings.allow_private_urls)
+
+    @property
+    def delivery_policy(self) -> OutboundPolicy:
+        """The rules for `uploadEndpoint` and `webhookURL` requests (one attempt's time limit)."""
+        return OutboundPolicy(
+            allow_private=self.settings.allow_private_urls, timeout_s=self.settings.delivery_timeout_s
+        )
 
     def close(self) -> None:
         self.executor.close()

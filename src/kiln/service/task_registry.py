@@ -1,30 +1,137 @@
-"""The record of every taskUUID a key has used, so a reuse is answered `conflictTaskUUID`."""
+"""The record of every task a key sent: its taskUUID (so a reuse is `conflictTaskUUID`) and every
+reply it got (so `getResponse` can answer after the fact, after a disconnect or a restart).
+
+Records live in SQLite beside the images and expire `ttl_s` seconds after the task finished;
+an expired taskUUID is unknown again and may be reused.
+"""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from kiln.errors import ConflictError
 from kiln.storage import Database
 
+PURGE_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What is known of one task: its type, whether it finished, and its replies in order.
+
+    `interrupted` is true for a task that an earlier run of Kiln started and never finished
+    (the process stopped): it will never finish.
+    """
+
+    task_type: str
+    finished: bool
+    interrupted: bool
+    items: tuple[dict[str, Any], ...]
+    errors: tuple[dict[str, Any], ...]
+
 
 class TaskRegistry:
-    def __init__(self, db: Database) -> None:
+    """Task records per key. Another key's taskUUID is invisible: never a conflict, never found."""
+
+    def __init__(self, db: Database, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self._db = db
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._run_id = str(uuid.uuid4())  # tells this run's tasks from those of a stopped one
+        self._last_purge = 0.0
 
     def claim(self, owner: str, task_uuid: str, task_type: str) -> None:
-        """Record `task_uuid` for `owner`; raise `ConflictError` if that key already used it.
-
-        UUIDs are scoped per key: another key's task is invisible, never a conflict.
-        """
+        """Record `task_uuid` as processing for `owner`; raise `ConflictError` if that key
+        already used it (and its record has not expired)."""
+        now = self._clock()
+        self._purge(now)
+        self._forget_if_expired(owner, task_uuid, now)
         try:
             self._db.execute(
-                "INSERT INTO tasks (owner, task_uuid, task_type, created_at) VALUES (?, ?, ?, ?)",
-                (owner, task_uuid, task_type, time.time()),
+                "INSERT INTO tasks (owner, task_uuid, task_type, created_at, run_id)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (owner, task_uuid, task_type, now, self._run_id),
             )
         except sqlite3.IntegrityError:
             raise ConflictError(
-                f"taskUUID '{task_uuid}' was already used; send a new UUID v4 for each task.",
+                f"taskUUID '{task_uuid}' was already used; send a new UUID v4 for each task "
+                f"(getResponse with it returns that task's results).",
                 parameter="taskUUID",
             ) from None
+
+    def add_item(self, owner: str, task_uuid: str, item: dict[str, Any]) -> None:
+        """Keep one result item (as sent, with taskType and taskUUID)."""
+        self._add(owner, task_uuid, "data", item)
+
+    def add_error(self, owner: str, task_uuid: str, error: dict[str, Any]) -> None:
+        """Keep one error object of the task."""
+        self._add(owner, task_uuid, "error", error)
+
+    def finish(self, owner: str, task_uuid: str) -> None:
+        """Mark the task finished: no more replies will come; its expiry clock starts."""
+        self._db.execute(
+            "UPDATE tasks SET finished_at = ? WHERE owner = ? AND task_uuid = ?",
+            (self._clock(), owner, task_uuid),
+        )
+
+    def get(self, owner: str, task_uuid: str) -> TaskRecord | None:
+        """The record of `owner`'s task, or None if unknown, expired or another key's."""
+        rows = self._db.query(
+            "SELECT task_type, run_id, finished_at FROM tasks WHERE owner = ? AND task_uuid = ?",
+            (owner, task_uuid),
+        )
+        if not rows or self._expired(rows[0]["finished_at"], self._clock()):
+            return None
+        row = rows[0]
+        replies = self._db.query(
+            "SELECT kind, body FROM task_replies WHERE owner = ? AND task_uuid = ? ORDER BY id",
+            (owner, task_uuid),
+        )
+        finished = row["finished_at"] is not None
+        return TaskRecord(
+            task_type=row["task_type"],
+            finished=finished,
+            interrupted=not finished and row["run_id"] != self._run_id,
+            items=tuple(json.loads(r["body"]) for r in replies if r["kind"] == "data"),
+            errors=tuple(json.loads(r["body"]) for r in replies if r["kind"] == "error"),
+        )
+
+    def _add(self, owner: str, task_uuid: str, kind: str, body: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO task_replies (owner, task_uuid, kind, body) VALUES (?, ?, ?, ?)",
+            (owner, task_uuid, kind, json.dumps(body)),
+        )
+
+    def _expired(self, finished_at: float | None, now: float) -> bool:
+        return finished_at is not None and finished_at < now - self._ttl_s
+
+    def _forget_if_expired(self, owner: str, task_uuid: str, now: float) -> None:
+        rows = self._db.query(
+            "SELECT finished_at FROM tasks WHERE owner = ? AND task_uuid = ?", (owner, task_uuid)
+        )
+        if rows and self._expired(rows[0]["finished_at"], now):
+            with self._db.transaction() as conn:
+                conn.execute(
+                    "DELETE FROM task_replies WHERE owner = ? AND task_uuid = ?", (owner, task_uuid)
+                )
+                conn.execute("DELETE FROM tasks WHERE owner = ? AND task_uuid = ?", (owner, task_uuid))
+
+    def _purge(self, now: float) -> None:
+        """Delete expired records, at most once per PURGE_INTERVAL_S (or per ttl if shorter)."""
+        if now - self._last_purge < min(PURGE_INTERVAL_S, self._ttl_s):
+            return
+        self._last_purge = now
+        cutoff = now - self._ttl_s
+        with self._db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM task_replies WHERE (owner, task_uuid) IN (SELECT owner, task_uuid"
+                " FROM tasks WHERE finished_at < ?)",
+                (cutoff,),
+            )
+            conn.execute("DELETE FROM tasks WHERE finished_at < ?", (cutoff,))

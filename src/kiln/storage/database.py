@@ -44,11 +44,27 @@ CREATE TABLE IF NOT EXISTS images (
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tasks (
-    owner      TEXT NOT NULL,
-    task_uuid  TEXT NOT NULL,
-    task_type  TEXT NOT NULL,
-    created_at REAL NOT NULL,
+    owner       TEXT NOT NULL,
+    task_uuid   TEXT NOT NULL,
+    task_type   TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    run_id      TEXT,              -- the server run that executes it (see TaskRegistry)
+    finished_at REAL,              -- NULL while processing
     PRIMARY KEY (owner, task_uuid)
+);
+CREATE TABLE IF NOT EXISTS task_replies (   -- every result item and error of a task, in order
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner     TEXT NOT NULL,
+    task_uuid TEXT NOT NULL,
+    kind      TEXT NOT NULL,       -- data | error
+    body      TEXT NOT NULL        -- the JSON item as sent
+);
+CREATE INDEX IF NOT EXISTS task_replies_task ON task_replies (owner, task_uuid);
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at);
+CREATE TABLE IF NOT EXISTS key_usage (
+    key_id TEXT PRIMARY KEY,
+    images INTEGER NOT NULL,
+    cost   REAL NOT NULL
 );
 """
 
@@ -68,7 +84,16 @@ class Database:
             # WAL + NORMAL: no fsync per commit (each cost ~10 ms here), still never corrupt;
             # a power cut may lose the last commits, not the database.
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._add_missing_columns()
             self._conn.executescript(_SCHEMA)
+
+    def _add_missing_columns(self) -> None:
+        """Bring a data directory made by an older Kiln up to the current `tasks` table."""
+        existing = {row[1] for row in self._conn.execute("PRAGMA table_info(tasks)")}
+        if existing:
+            for column in ("run_id TEXT", "finished_at REAL"):
+                if column.split()[0] not in existing:
+                    self._conn.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
