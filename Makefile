@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint bench
+.PHONY: serve test bench demo-model
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -23,3 +23,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/overhead.py
+
+# Train the shapes demo model from scratch (hours on 2 CPU cores; set DEVICE=cuda for minutes).
+DEVICE ?= cpu
+demo-model: $(STAMP)
+	$(VENV)/bin/kiln demo train --out build/shapes --device $(DEVICE)
+	$(VENV)/bin/kiln demo train-inpaint --base build/shapes --out build/shapes-inpaint --device $(DEVICE)
+	$(VENV)/bin/python bench/adherence.py --model build/shapes --update-card

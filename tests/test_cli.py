@@ -87,3 +87,9 @@ def test_serve_creates_a_first_key_and_prints_a_working_example(tmp_path, data_d
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_kiln_demo_reaches_the_training_tools(tmp_path):
+    result = kiln(tmp_path, "demo", "--help")
+    assert result.returncode == 0
+    assert "train-inpaint" in result.stdout

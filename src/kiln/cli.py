@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--default-cfg", type=float)
     add.add_argument("--default-scheduler")
     add.set_defaults(func=cmd_models_add)
+    sub.add_parser("demo", help="train the demo model: `kiln demo --help`", add_help=False)
     models.add_parser("list", help="list registered models").set_defaults(func=cmd_models_list)
     remove = models.add_parser("remove", help="unregister a model (files are kept)")
     remove.add_argument("air")
@@ -192,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command_at = 2 if argv[:1] == ["--data-dir"] else 0
+    if argv[command_at:command_at + 1] == ["demo"]:  # the training tools have their own parser
+        from kiln.demo.cli import main as demo_main
+
+        return demo_main(argv[command_at + 1:])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
