@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +16,7 @@ from kiln.protocol.image_inference import ImageInferenceTask, parse_image_infere
 from kiln.schedulers import DEFAULT_SCHEDULER
 from kiln.service.adapters import with_adapters
 from kiln.service.editing import plan_edit
+from kiln.service.outputs import output_fields
 from kiln.service.pricing import image_cost
 from kiln.service.services import Services
 
@@ -102,13 +102,10 @@ class ImageInferenceHandler:
             height=image.height,
             origin="generated",
         )
-        item: dict[str, Any] = {"imageUUID": stored.image_uuid}
-        if task.outputType == "URL":
-            item["imageURL"] = f"{self._services.settings.base_url}/media/{stored.image_uuid}.{fmt.extension}"
-        elif task.outputType == "base64Data":
-            item["imageBase64Data"] = base64.b64encode(data).decode()
-        else:
-            item["imageDataURI"] = f"data:{fmt.mime_type};base64,{base64.b64encode(data).decode()}"
+        item: dict[str, Any] = {
+            "imageUUID": stored.image_uuid,
+            **output_fields("image", task.outputType, self._services.settings.base_url, stored, data),
+        }
         item["seed"] = seed
         if task.check_content:
             item["NSFWContent"] = self._services.nsfw.check(image)

@@ -4,7 +4,6 @@ image in, a stored guide image out, usable as `guideImage` by the same key."""
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +15,7 @@ from kiln.media import OUTPUT_FORMATS, StoredImage, encode_image
 from kiln.media.inputs import ResolvedImage, resolve_image_input
 from kiln.preprocess import BUILT_IN, CannyThresholds, run_preprocessor
 from kiln.protocol.preprocess import PreprocessTask, parse_preprocess
+from kiln.service.outputs import output_fields
 from kiln.service.services import Services
 
 PREPROCESS_COST = 0.0
@@ -72,14 +72,11 @@ class PreprocessHandler:
             task.preProcessorType, image, CannyThresholds(task.lowThresholdCanny, task.highThresholdCanny)
         )
         stored, data = self._store(guide, owner, task.outputFormat, task.outputQuality, "guide")
-        fmt = OUTPUT_FORMATS[task.outputFormat]
-        item: dict[str, Any] = {"guideImageUUID": stored.image_uuid, "inputImageUUID": input_uuid}
-        if task.outputType == "URL":
-            item["guideImageURL"] = f"{self._services.settings.base_url}/media/{stored.image_uuid}.{fmt.extension}"
-        elif task.outputType == "base64Data":
-            item["guideImageBase64Data"] = base64.b64encode(data).decode()
-        else:
-            item["guideImageDataURI"] = f"data:{fmt.mime_type};base64,{base64.b64encode(data).decode()}"
+        item: dict[str, Any] = {
+            "guideImageUUID": stored.image_uuid,
+            "inputImageUUID": input_uuid,
+            **output_fields("guideImage", task.outputType, self._services.settings.base_url, stored, data),
+        }
         if task.includeCost:
             item["cost"] = PREPROCESS_COST
         return item
