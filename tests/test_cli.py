@@ -50,6 +50,16 @@ def test_models_add_refuses_a_malformed_air(tmp_path, data_dir, air):
     assert "AIR" in result.stderr
 
 
+def test_models_add_registers_an_annotator_only_with_its_conditioning(tmp_path, data_dir):
+    folder = str(data_dir / "models")  # any existing folder: the catalog does not load it
+    args = ("models", "add", folder, "--air", "kiln:depth@1", "--architecture", "sd1x", "--category", "annotator")
+    refused = kiln(tmp_path, *args)
+    assert refused.returncode == 2 and "conditioning" in refused.stderr
+    assert kiln(tmp_path, *args, "--conditioning", "depth").returncode == 0
+    entry = Catalog(Database(tmp_path / "kiln.sqlite3")).get("kiln:depth@1")
+    assert (entry.category, entry.conditioning) == ("annotator", "depth")
+
+
 def test_models_add_refuses_a_missing_path(tmp_path):
     result = kiln(tmp_path, "models", "add", str(tmp_path / "missing"), "--air", "x:1@1",
                   "--architecture", "sd1x")

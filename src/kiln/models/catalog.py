@@ -16,7 +16,9 @@ from kiln.generation import ModelSpec
 from kiln.models.air import parse_air
 from kiln.storage import Database
 
-CATEGORIES = ("checkpoint", "lora", "lycoris", "controlnet", "vae", "embeddings")
+CATEGORIES = ("checkpoint", "lora", "lycoris", "controlnet", "vae", "embeddings", "annotator")
+"""`annotator`: a preprocessor's model (e.g. depth estimation); its `conditioning` names the
+preprocessor it serves."""
 ARCHITECTURES = ("sd1x", "sdxl")
 
 
@@ -69,6 +71,8 @@ class Catalog:
             raise ValueError(f"category must be one of {', '.join(CATEGORIES)}")
         if entry.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
+        if entry.category == "annotator" and not entry.conditioning:
+            raise ValueError("an annotator needs a conditioning: the preprocessor it serves, e.g. depth")
         if not Path(entry.path).exists():
             raise FileNotFoundError(entry.path)
         self._db.execute(

@@ -45,7 +45,7 @@ def describe(entry: CatalogEntry) -> dict[str, Any]:
         )
         if entry.type == "inpainting":
             result["defaultStrength"] = DEFAULT_STRENGTH
-    if entry.category == "controlnet":
+    if entry.category in ("controlnet", "annotator"):
         result["conditioning"] = entry.conditioning or ""
     if entry.category in ("lora", "lycoris", "embeddings"):
         result["positiveTriggerWords"] = ""

@@ -13,7 +13,8 @@ from kiln.errors import UnsupportedError
 from kiln.keys import Principal
 from kiln.media import OUTPUT_FORMATS, StoredImage, encode_image
 from kiln.media.inputs import ResolvedImage, resolve_image_input
-from kiln.preprocess import BUILT_IN, CannyThresholds, run_preprocessor
+from kiln.models import CatalogEntry
+from kiln.preprocess import ANNOTATED, BUILT_IN, CannyThresholds, run_preprocessor
 from kiln.protocol.preprocess import PreprocessTask, parse_preprocess
 from kiln.service.outputs import output_fields
 from kiln.service.services import Services
@@ -33,8 +34,17 @@ def target_size(size: tuple[int, int], width: int | None, height: int | None) ->
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
+def register_command(kind: str) -> str:
+    """The command an operator runs to serve preprocessor `kind` (one of ANNOTATED)."""
+    return (
+        f"kiln models add DIR --category annotator --conditioning {kind} --architecture sd1x "
+        f"--air kiln:{kind}-annotator@1"
+    )
+
+
 class PreprocessHandler:
-    """Runs a built-in preprocessor off the event loop and stores the guide image.
+    """Runs a preprocessor (built in, or a registered annotator model) off the event loop and
+    stores the guide image.
 
     The reply carries `guideImageUUID`, the guide in the requested `outputType`, and
     `inputImageUUID` (the input is stored first when it was not already an image UUID).
@@ -47,14 +57,31 @@ class PreprocessHandler:
         """The parsed task, or its typed error (the dispatcher calls this before admission)."""
         task = parse_preprocess(raw)
         if task.preProcessorType not in BUILT_IN:
-            raise UnsupportedError(
-                f"The '{task.preProcessorType}' preprocessor needs annotator model weights, which "
-                f"this server does not have. Built in (no weights needed): "
-                f"{', '.join(BUILT_IN)}. Otherwise preprocess the image yourself and send the "
-                f"result as the ControlNet's 'guideImage'.",
-                code="unsupportedPreProcessorType", parameter="preProcessorType",
-            )
+            self._annotator(task.preProcessorType)
         return task
+
+    def _annotator(self, kind: str) -> CatalogEntry:
+        """The registered annotator model serving `kind`, or `unsupportedPreProcessorType`
+        saying what to register."""
+        entries = self._services.catalog.search(category="annotator", conditioning=kind)
+        if kind in ANNOTATED and entries:
+            return entries[0]
+        built_in = f"Built in (no weights needed): {', '.join(BUILT_IN)}."
+        if kind in ANNOTATED:
+            message = (
+                f"The '{kind}' preprocessor needs an annotator model, and none is registered on "
+                f"this server. {built_in} An operator registers one (a local transformers folder, "
+                f"e.g. DPT or Depth Anything for depth) with `{register_command(kind)}` (any "
+                "--architecture value works)."
+            )
+        else:
+            message = (
+                f"The '{kind}' preprocessor is not available on this server. {built_in} Run with a "
+                f"registered annotator model: {', '.join(ANNOTATED)} (an operator registers one with "
+                f"`{register_command(ANNOTATED[0])}`). Otherwise preprocess the image yourself and "
+                "send the result as the ControlNet's 'guideImage'."
+            )
+        raise UnsupportedError(message, code="unsupportedPreProcessorType", parameter="preProcessorType")
 
     async def __call__(self, raw: dict[str, Any], principal: Principal) -> AsyncIterator[dict[str, Any]]:
         task = self.validate(raw)
@@ -68,9 +95,7 @@ class PreprocessHandler:
         size = target_size(image.size, task.width, task.height)
         if size != image.size:
             image = image.resize(size, Image.Resampling.LANCZOS)
-        guide = run_preprocessor(
-            task.preProcessorType, image, CannyThresholds(task.lowThresholdCanny, task.highThresholdCanny)
-        )
+        guide = self._guide(task, image)
         stored, data = self._store(guide, owner, task.outputFormat, task.outputQuality, "guide")
         item: dict[str, Any] = {
             "guideImageUUID": stored.image_uuid,
@@ -80,6 +105,15 @@ class PreprocessHandler:
         if task.includeCost:
             item["cost"] = PREPROCESS_COST
         return item
+
+    def _guide(self, task: PreprocessTask, image: Image.Image) -> Image.Image:
+        kind = task.preProcessorType
+        if kind in BUILT_IN:
+            return run_preprocessor(kind, image, CannyThresholds(task.lowThresholdCanny, task.highThresholdCanny))
+        entry = self._annotator(kind)  # looked up again: it may have been removed since validation
+        from kiln.engine.annotators import estimate_depth  # imports torch, on first use only
+
+        return estimate_depth(entry.path, image, self._services.settings.device)
 
     def _store(
         self, image: Image.Image, owner: str, output_format: str, quality: int, origin: str
