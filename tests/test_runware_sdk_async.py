@@ -8,18 +8,10 @@ import base64
 import io
 
 from PIL import Image
-from runware import IAsyncTaskResponse, IImageInference, Runware
+from runware import IAsyncTaskResponse, IImageInference
 
-from tests.conftest import API_KEY, SD, new_uuid
-
-
-async def _with_client(url: str, body):
-    runware = Runware(api_key=API_KEY, url=url, timeout=60)
-    await runware.connect()
-    try:
-        return await body(runware)
-    finally:
-        await runware.disconnect()
+from tests.conftest import SD, new_uuid
+from tests.test_runware_sdk import _with_client
 
 
 def request(**overrides) -> IImageInference:
