@@ -131,12 +131,7 @@ def train_inpaint(base: Path, out: Path, cfg: TrainConfig | None = None, *,
             prediction = unet(torch.cat([noisy, small_masks, masked], dim=1), timesteps,
                               embeddings).sample
         loss = diffusion_loss(prediction, noise, timesteps, alphas_cumprod, cfg.min_snr)
-        loop.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        loop.optimizer.step()
-        loop.ema.update(step)  # type: ignore[union-attr]
-        return loss.item()
+        return loop.optimise(loss, params, step)
 
     unet.train()
     loop.run(cfg.inpaint_steps, cfg.checkpoint_every, train_step, progress=progress,

@@ -239,6 +239,17 @@ class Loop:
         torch.save(state, temporary)
         os.replace(temporary, self.path)  # atomic: an interruption leaves the last checkpoint
 
+    def optimise(self, loss: torch.Tensor, params: Any, step: int) -> float:
+        """One optimiser step on `loss` (gradients clipped to norm 1, then the EMA, if any,
+        follows); returns the loss value."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(step)
+        return loss.item()
+
     def run(self, total: int, every: int, train_step: Callable[[int], float], *,
             progress: bool, callback: StepCallback | None) -> None:
         """Run `train_step` from the current step to `total`, checkpointing every `every`."""
@@ -320,11 +331,7 @@ def train_vae(cfg: TrainConfig, work: Path, device: torch.device, *, precision: 
             decoded = vae.decode(posterior.sample()).sample.float()
         loss = (F.l1_loss(decoded, pixels) + F.mse_loss(decoded, pixels)
                 + cfg.vae_kl_weight * posterior.kl().float().mean())
-        loop.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        loop.optimizer.step()
-        return loss.item()
+        return loop.optimise(loss, vae.parameters(), step)
 
     vae.train()
     loop.run(cfg.vae_steps, cfg.checkpoint_every, train_step, progress=progress,
@@ -455,12 +462,7 @@ def train_unet(cfg: TrainConfig, pools: dict[int, LatentPool], scaling: float,
             embeddings = encode_prompts(tokenizer, text_encoder, prompts, device)
             prediction = unet(noisy, timesteps, embeddings).sample
         loss = diffusion_loss(prediction, noise, timesteps, alphas_cumprod, cfg.min_snr)
-        loop.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        loop.optimizer.step()
-        loop.ema.update(step)  # type: ignore[union-attr]
-        return loss.item()
+        return loop.optimise(loss, params, step)
 
     unet.train()
     text_encoder.train()
