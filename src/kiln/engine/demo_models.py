@@ -51,21 +51,7 @@ def build_tiny_sd(out_dir: Path) -> Path:
     Loads with `StableDiffusionPipeline.from_pretrained(out_dir, local_files_only=True)`. The text
     encoder has 4 layers of width 32 so clip skip 0-3 is meaningful.
     """
-    torch.manual_seed(_SEED)
-    tokenizer = _tokenizer()
-    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_size=32))
-    unet = UNet2DConditionModel(**_unet_kwargs(cross_attention_dim=32))
-    pipe = StableDiffusionPipeline(
-        vae=_vae(scaling_factor=0.18215),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler(**_BETAS, skip_prk_steps=True, set_alpha_to_one=False),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    return _save(pipe, out_dir)
+    return _build_sd1x(out_dir, StableDiffusionPipeline, unet_in_channels=4)
 
 
 def build_tiny_sd_inpaint(out_dir: Path) -> Path:
@@ -75,11 +61,22 @@ def build_tiny_sd_inpaint(out_dir: Path) -> Path:
     mask and the masked image's latents (4 + 1 + 4 channels), as in SD 1.5's inpainting model.
     Loads with `StableDiffusionInpaintPipeline.from_pretrained(out_dir, local_files_only=True)`.
     """
+    return _build_sd1x(out_dir, StableDiffusionInpaintPipeline, unet_in_channels=9)
+
+
+def _build_sd1x(
+    out_dir: Path,
+    pipeline: type[StableDiffusionPipeline] | type[StableDiffusionInpaintPipeline],
+    *,
+    unet_in_channels: int,
+) -> Path:
     torch.manual_seed(_SEED)
     tokenizer = _tokenizer()
     text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_size=32))
-    unet = UNet2DConditionModel(**{**_unet_kwargs(cross_attention_dim=32), "in_channels": 9})
-    pipe = StableDiffusionInpaintPipeline(
+    unet = UNet2DConditionModel(
+        **{**_unet_kwargs(cross_attention_dim=32), "in_channels": unet_in_channels}
+    )
+    pipe = pipeline(
         vae=_vae(scaling_factor=0.18215),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
