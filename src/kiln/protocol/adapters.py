@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
 from kiln.errors import InvalidRequestError
-from kiln.protocol.validation import Limit
+from kiln.protocol.validation import Limit, WireModel
 
 CONTROL_MODES = ("balanced", "prompt", "controlnet")
 PROMPT_WEIGHTINGS = {"compel": "compel", "sdembeds": "sdEmbeds"}
@@ -34,14 +34,11 @@ ADAPTER_LIMITS: dict[str, Limit] = {
 }
 
 
-def _without_nulls(data: Any) -> Any:
-    return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
-class ControlNetItem(BaseModel):
+class ControlNetItem(WireModel):
     """One entry of `controlNet[]`."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     model: str
     guideImage: str
@@ -52,24 +49,15 @@ class ControlNetItem(BaseModel):
     endStepPercentage: Annotated[float, Field(ge=1, le=100)] | None = None
     controlMode: Literal["balanced", "prompt", "controlnet"] = "balanced"
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nulls(cls, data: Any) -> Any:
-        return _without_nulls(data)
 
 
-class LoraItem(BaseModel):
+class LoraItem(WireModel):
     """One entry of `lora[]`; its weight is relative to the others (see `lora_weights`)."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     model: str
     weight: float = 1.0
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nulls(cls, data: Any) -> Any:
-        return _without_nulls(data)
 
 
 def control_window(item: ControlNetItem, index: int, steps: int) -> tuple[float, float]:

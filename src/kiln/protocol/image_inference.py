@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kiln.errors import InvalidRequestError
 from kiln.protocol.adapters import ADAPTER_LIMITS, ControlNetItem, LoraItem, prompt_weighting
-from kiln.protocol.validation import Limit, reject_unsupported, validate_task
+from kiln.protocol.validation import Limit, WireModel, reject_unsupported, validate_task
 from kiln.schedulers import SCHEDULER_NAMES
 
 OUTPUT_TYPES = ("URL", "base64Data", "dataURI")
@@ -71,10 +71,9 @@ Dimension = Annotated[int, Field(ge=128, le=2048, multiple_of=64)]
 Extension = Annotated[int, Field(ge=0, le=2048, multiple_of=64)]
 
 
-class Outpaint(BaseModel):
+class Outpaint(WireModel):
     """Pixels added on each side of the seed image, and the width of the blended seam."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     top: Extension = 0
     right: Extension = 0
@@ -82,31 +81,21 @@ class Outpaint(BaseModel):
     left: Extension = 0
     blur: Annotated[int, Field(ge=0, le=32)] = 0
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nulls(cls, data: Any) -> Any:  # the Python SDK sends every field, unset ones as null
-        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
-class Safety(BaseModel):
+class Safety(WireModel):
     """The newer form of the NSFW check; `mode` wins over `checkContent` when set."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     checkContent: bool = False
     mode: Literal["none", "fast", "full"] | None = None
     checkInputs: bool = False
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nulls(cls, data: Any) -> Any:  # the Python SDK sends every field, unset ones as null
-        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
-class ImageInferenceTask(BaseModel):
+class ImageInferenceTask(WireModel):
     """A validated `imageInference` task. Unknown keys are ignored (the SDKs send several)."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     taskType: Literal["imageInference"]
     taskUUID: str
@@ -161,11 +150,10 @@ class ImageInferenceTask(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _legacy_and_nulls(cls, data: Any) -> Any:
+    def _legacy_fields(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = {k: v for k, v in data.items() if v is not None}
-        if "model" not in data and "modelId" in data:  # PY <= 0.4 and 2024 docs
+        if data.get("model") is None and data.get("modelId") is not None:  # PY <= 0.4 and 2024 docs
             data["model"] = data["modelId"]
         if data.get("negativePrompt") == "":
             del data["negativePrompt"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from kiln.models.catalog import CATEGORIES
-from kiln.protocol.validation import Limit, validate_task
+from kiln.protocol.validation import Limit, WireModel, validate_task
 
 VISIBILITIES = ("public", "private", "all")
 
@@ -24,10 +24,9 @@ LIMITS: dict[str, Limit] = {
 }
 
 
-class ModelSearchTask(BaseModel):
+class ModelSearchTask(WireModel):
     """A validated `modelSearch` task. Unknown keys (`customTaskUUID`, `retry`) are ignored."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     taskType: Literal["modelSearch"]
     taskUUID: str
@@ -41,10 +40,6 @@ class ModelSearchTask(BaseModel):
     limit: Annotated[int, Field(ge=1, le=100)] = 20
     offset: Annotated[int, Field(ge=0)] = 0
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nulls(cls, data: Any) -> Any:
-        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
     @field_validator("tags", mode="before")
     @classmethod

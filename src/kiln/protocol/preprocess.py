@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from kiln.errors import InvalidRequestError
 from kiln.protocol.image_inference import OUTPUT_FORMAT_NAMES, OUTPUT_TYPES, ImageInferenceTask
-from kiln.protocol.validation import Limit, reject_unsupported, validate_task
+from kiln.protocol.validation import Limit, WireModel, reject_unsupported, validate_task
 
 GROUPS = (
     "canny", "depth", "mlsd", "normalbae", "openpose", "tile", "seg", "lineart",
@@ -52,10 +52,9 @@ Side = Annotated[int, Field(ge=64, le=2048)]
 Threshold = Annotated[int, Field(ge=0, le=255)]
 
 
-class PreprocessTask(BaseModel):
+class PreprocessTask(WireModel):
     """A validated preprocessing task. `preProcessorType` is normalised to its group."""
 
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
     taskType: Literal["imageControlNetPreProcess", "controlNetPreprocess"]
     taskUUID: str
@@ -72,10 +71,6 @@ class PreprocessTask(BaseModel):
     includeCost: bool = False
     deliveryMethod: Literal["sync", "async"] = "sync"
 
-    @model_validator(mode="before")
-    @classmethod
-    def _nulls(cls, data: Any) -> Any:
-        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
     @field_validator("preProcessorType", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from kiln.errors import InvalidRequestError, UnsupportedError
 
@@ -42,6 +42,18 @@ class Limit:
         elif self.allowed:
             parts.append("among the names listed in 'allowedValues'")
         return " ".join(parts)
+
+
+class WireModel(BaseModel):
+    """An object as clients send it: strict types, unknown keys ignored (the SDKs add several),
+    and null values treated as absent (the Python SDK sends every field, unset ones as null)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
 
 def _num(value: float) -> str:
