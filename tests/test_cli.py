@@ -55,6 +55,8 @@ def test_models_add_registers_an_annotator_only_with_its_conditioning(tmp_path, 
     args = ("models", "add", folder, "--air", "kiln:depth@1", "--architecture", "sd1x", "--category", "annotator")
     refused = kiln(tmp_path, *args)
     assert refused.returncode == 2 and "conditioning" in refused.stderr
+    built_in = kiln(tmp_path, *args, "--conditioning", "canny")  # needs no annotator
+    assert built_in.returncode == 2 and "openpose" in built_in.stderr
     assert kiln(tmp_path, *args, "--conditioning", "depth").returncode == 0
     entry = Catalog(Database(tmp_path / "kiln.sqlite3")).get("kiln:depth@1")
     assert (entry.category, entry.conditioning) == ("annotator", "depth")

@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="manage the model catalog").add_subparsers(dest="models", required=True)
     models.add_parser("init", help="build and register the demo models").set_defaults(func=cmd_models_init)
     add = models.add_parser("add", help="register a local checkpoint, LoRA, ControlNet, VAE or annotator")
-    add.add_argument("path", help="a diffusers folder or a single-file .safetensors")
+    add.add_argument("path", help="a diffusers folder or a single-file .safetensors (annotators: "
+                     "the folder or file `kiln.preprocess.ANNOTATED` names)")
     add.add_argument("--air", required=True, help="identifier, e.g. civitai:4201@130072")
     add.add_argument("--architecture", required=True, choices=["sd1x", "sdxl"],
                      help="the base model family (annotators serve both: either value works)")
@@ -177,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--name")
     add.add_argument("--version")
     add.add_argument("--tags", help="comma-separated")
-    add.add_argument("--conditioning", help="canny, depth, ... (ControlNets; for annotators, the preprocessor served)")
+    add.add_argument("--conditioning", help="canny, depth, ... (ControlNets); for annotators, the "
+                     "preprocessor served: depth, seg, openpose, normalbae, softedge or lineart_anime")
     add.add_argument("--comment")
     add.add_argument("--default-width", type=int)
     add.add_argument("--default-height", type=int)

@@ -12,7 +12,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from kiln.models import CatalogEntry
+from kiln.preprocess import ANNOTATED
 from tests.conftest import new_uuid, post
+from tests.preprocess.test_builtin import near_the_outline, outlined
 from tests.service.test_lora import pixels
 
 
@@ -85,10 +87,22 @@ def test_width_and_height_downscale_keeping_the_aspect(client):
     assert guide_of(run(client, inputImage=wide, width=1024)).shape == (128, 256)  # never upscaled
 
 
-@pytest.mark.parametrize("kind", ["tile", "shuffle", "tile_gaussian"])
+@pytest.mark.parametrize("kind", [
+    "tile", "shuffle", "tile_gaussian", "lineart", "lineart_standard", "scribble", "mlsd",
+])
 def test_other_built_ins(client, kind):
     guide = guide_of(run(client, preProcessorType=kind))
     assert guide.shape == (128, 128)
+
+
+@pytest.mark.parametrize("kind", ["lineart", "scribble", "mlsd"])
+def test_line_built_ins_draw_the_outline_of_a_drawing(client, kind):
+    buffer = io.BytesIO()
+    outlined().save(buffer, format="PNG")
+    lines = guide_of(run(client, preProcessorType=kind, inputImage=base64.b64encode(buffer.getvalue()).decode())) > 60
+    ys, xs = np.nonzero(lines)
+    assert len(xs) > 100
+    assert near_the_outline(ys, xs, tolerance=3).all()
 
 
 DEPTH_AIR = "kiln:test-depth-annotator@1"
@@ -153,15 +167,18 @@ def test_depth_without_an_annotator_says_what_to_register(client):
     assert response.status_code == 400
     error = response.json()["errors"][0]
     assert (error["code"], error["parameter"]) == ("unsupportedPreProcessorType", "preProcessorType")
-    assert "kiln models add DIR --category annotator --conditioning depth" in error["message"]
+    assert "kiln models add PATH --category annotator --conditioning depth" in error["message"]
     assert "canny" in error["message"]
 
 
-def test_preprocessors_without_an_implementation_say_so(client, depth_annotator):
-    error = post(client, [preprocess(preProcessorType="openpose")]).json()["errors"][0]
+@pytest.mark.parametrize("kind", sorted(ANNOTATED))
+def test_each_annotated_preprocessor_names_what_to_register(client, depth_annotator, kind):
+    if kind == "depth":
+        return  # registered here: it runs
+    error = post(client, [preprocess(preProcessorType=kind)]).json()["errors"][0]
     assert (error["code"], error["parameter"]) == ("unsupportedPreProcessorType", "preProcessorType")
-    assert "'openpose' preprocessor is not available" in error["message"]
-    assert "--category annotator --conditioning depth" in error["message"]
+    assert f"--category annotator --conditioning {kind}" in error["message"]
+    assert ANNOTATED[kind] in error["message"]
 
 
 @pytest.mark.parametrize(("fields", "code", "parameter"), [

@@ -14,6 +14,7 @@ from pathlib import Path
 from kiln.errors import NotFoundError
 from kiln.generation import ModelSpec
 from kiln.models.air import parse_air
+from kiln.preprocess import ANNOTATED
 from kiln.storage import Database
 
 CATEGORIES = ("checkpoint", "lora", "lycoris", "controlnet", "vae", "embeddings", "annotator")
@@ -71,8 +72,11 @@ class Catalog:
             raise ValueError(f"category must be one of {', '.join(CATEGORIES)}")
         if entry.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
-        if entry.category == "annotator" and not entry.conditioning:
-            raise ValueError("an annotator needs a conditioning: the preprocessor it serves, e.g. depth")
+        if entry.category == "annotator" and entry.conditioning not in ANNOTATED:
+            raise ValueError(
+                "an annotator needs a conditioning naming the preprocessor it serves, one of "
+                f"{', '.join(ANNOTATED)} (the others are built in)"
+            )
         if not Path(entry.path).exists():
             raise FileNotFoundError(entry.path)
         self._db.execute(

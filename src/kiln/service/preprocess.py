@@ -37,7 +37,7 @@ def target_size(size: tuple[int, int], width: int | None, height: int | None) ->
 def register_command(kind: str) -> str:
     """The command an operator runs to serve preprocessor `kind` (one of ANNOTATED)."""
     return (
-        f"kiln models add DIR --category annotator --conditioning {kind} --architecture sd1x "
+        f"kiln models add PATH --category annotator --conditioning {kind} --architecture sd1x "
         f"--air kiln:{kind}-annotator@1"
     )
 
@@ -64,24 +64,15 @@ class PreprocessHandler:
         """The registered annotator model serving `kind`, or `unsupportedPreProcessorType`
         saying what to register."""
         entries = self._services.catalog.search(category="annotator", conditioning=kind)
-        if kind in ANNOTATED and entries:
+        if entries:
             return entries[0]
-        built_in = f"Built in (no weights needed): {', '.join(BUILT_IN)}."
-        if kind in ANNOTATED:
-            message = (
-                f"The '{kind}' preprocessor needs an annotator model, and none is registered on "
-                f"this server. {built_in} An operator registers one (a local transformers folder, "
-                f"e.g. DPT or Depth Anything for depth) with `{register_command(kind)}` (any "
-                "--architecture value works)."
-            )
-        else:
-            message = (
-                f"The '{kind}' preprocessor is not available on this server. {built_in} Run with a "
-                f"registered annotator model: {', '.join(ANNOTATED)} (an operator registers one with "
-                f"`{register_command(ANNOTATED[0])}`). Otherwise preprocess the image yourself and "
-                "send the result as the ControlNet's 'guideImage'."
-            )
-        raise UnsupportedError(message, code="unsupportedPreProcessorType", parameter="preProcessorType")
+        raise UnsupportedError(
+            f"The '{kind}' preprocessor needs an annotator model, and none is registered on this "
+            f"server. Built in (no weights needed): {', '.join(BUILT_IN)}. An operator serves "
+            f"'{kind}' by registering {ANNOTATED[kind]}: `{register_command(kind)}`.",
+            code="unsupportedPreProcessorType",
+            parameter="preProcessorType",
+        )
 
     async def __call__(self, raw: dict[str, Any], principal: Principal) -> AsyncIterator[dict[str, Any]]:
         task = self.validate(raw)
@@ -111,9 +102,13 @@ class PreprocessHandler:
         if kind in BUILT_IN:
             return run_preprocessor(kind, image, CannyThresholds(task.lowThresholdCanny, task.highThresholdCanny))
         entry = self._annotator(kind)  # looked up again: it may have been removed since validation
-        from kiln.engine.annotators import estimate_depth  # imports torch, on first use only
+        from kiln.engine.annotators import (  # imports torch: first use only
+            AnnotatorOptions,
+            annotate,
+        )
 
-        return estimate_depth(entry.path, image, self._services.settings.device)
+        options = AnnotatorOptions(hands_and_face=task.includeHandsAndFaceOpenPose)
+        return annotate(kind, entry.path, image, device=self._services.settings.device, options=options)
 
     def _store(
         self, image: Image.Image, owner: str, output_format: str, quality: int, origin: str

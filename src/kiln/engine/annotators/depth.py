@@ -1,12 +1,8 @@
-"""Annotator models that turn an input image into a ControlNet guide image (depth, ...).
-
-Each is a transformers model in a local folder the operator registered; it is loaded once per
-folder and device, then kept, and runs on whatever thread calls it.
-"""
+"""depth: a transformers depth-estimation model (DPT, Depth Anything, GLPN, ZoeDepth) in a
+local folder, turned into the grayscale map a depth ControlNet expects (nearer = brighter)."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+from kiln.engine.annotators.loading import AnnotatorOptions, load_once
 
 # These predict distance (larger = farther); DPT and Depth Anything's relative models predict
 # inverse depth (larger = nearer), which is what a depth ControlNet was trained on.
@@ -27,33 +25,21 @@ class _DepthModel:
     metric: bool
 
 
-_cache: dict[tuple[str, str], _DepthModel] = {}
-_lock = threading.Lock()
+def _load(path: str, device: str) -> _DepthModel:
+    model = AutoModelForDepthEstimation.from_pretrained(path, local_files_only=True)
+    config = model.config
+    return _DepthModel(
+        processor=AutoImageProcessor.from_pretrained(path, local_files_only=True),
+        model=model.to(device).eval(),
+        metric=config.model_type in _METRIC_MODEL_TYPES
+        or getattr(config, "depth_estimation_type", None) == "metric",
+    )
 
 
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _depth_model(path: str, device: str) -> _DepthModel:
-    with _lock:  # two first requests at once load the folder once
-        key = (path, device)
-        if key not in _cache:
-            model = AutoModelForDepthEstimation.from_pretrained(path, local_files_only=True)
-            config = model.config
-            _cache[key] = _DepthModel(
-                processor=AutoImageProcessor.from_pretrained(path, local_files_only=True),
-                model=model.to(device).eval(),
-                metric=config.model_type in _METRIC_MODEL_TYPES
-                or getattr(config, "depth_estimation_type", None) == "metric",
-            )
-        return _cache[key]
-
-
-def estimate_depth(path: str, image: Image.Image, device: str | None = None) -> Image.Image:
+def estimate_depth(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> Image.Image:
     """The depth map of `image` from the depth-estimation model in folder `path`: a grayscale
     image of `image`'s size, stretched to 0-255, nearer surfaces brighter."""
-    depth_model = _depth_model(path, device or _default_device())
+    depth_model = load_once("depth", path, device, _load)
     inputs = depth_model.processor(images=image.convert("RGB"), return_tensors="pt")
     with torch.inference_mode():
         inputs = {name: value.to(depth_model.model.device) for name, value in inputs.items()}
