@@ -53,6 +53,19 @@ def test_upload_puts_the_image_bytes_with_its_content_type(fast):
     assert received.body == image_bytes(item)
 
 
+def test_upload_of_a_preprocessed_guide_image(fast):
+    from tests.service.test_preprocess import preprocess
+
+    with receiver() as target:
+        response = post(fast, [preprocess(uploadEndpoint=target.url + "/guides/edge.png")])
+        (received,) = target.received
+    assert response.status_code == 200, response.json()
+    (item,) = response.json()["data"]
+    assert (received.method, received.path) == ("PUT", "/guides/edge.png")
+    assert received.headers["Content-Type"] == "image/png"
+    assert received.body == base64.b64decode(item["guideImageBase64Data"])
+
+
 def test_upload_is_retried_after_500s(fast):
     with receiver(statuses=(500, 500, 200)) as target:
         task = inference(uploadEndpoint=target.url + "/x", outputFormat="JPG")

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from kiln.errors import InvalidRequestError
 from kiln.protocol.image_inference import OUTPUT_FORMAT_NAMES, OUTPUT_TYPES, ImageInferenceTask
-from kiln.protocol.validation import Limit, WireModel, reject_unsupported, validate_task
+from kiln.protocol.validation import Limit, WireModel, validate_task
 
 GROUPS = (
     "canny", "depth", "mlsd", "normalbae", "openpose", "tile", "seg", "lineart",
@@ -42,10 +42,6 @@ LIMITS: dict[str, Limit] = {
     "outputQuality": Limit("integer", 20, 99),
     "includeCost": Limit("boolean"),
     "deliveryMethod": Limit("string", allowed=("sync", "async")),
-}
-
-UNSUPPORTED = {
-    "uploadEndpoint": "uploadEndpoint delivery of guide images is not available on this server yet.",
 }
 
 Side = Annotated[int, Field(ge=64, le=2048)]
@@ -95,7 +91,6 @@ class PreprocessTask(WireModel):
 
 def parse_preprocess(task: dict[str, Any]) -> PreprocessTask:
     """Validate a preprocessing task or raise a typed error naming the parameter."""
-    reject_unsupported(task, UNSUPPORTED)
     parsed = validate_task(PreprocessTask, task, LIMITS)
     if parsed.lowThresholdCanny >= parsed.highThresholdCanny:
         raise InvalidRequestError(

@@ -45,6 +45,10 @@ from kiln.service.services import Services
 
 log = logging.getLogger(__name__)
 
+UPLOADED_IMAGE_FIELDS = ("imageUUID", "guideImageUUID")
+"""The reply fields naming the image that `uploadEndpoint` receives (imageInference,
+preprocessing)."""
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -240,18 +244,20 @@ class Dispatcher:
             run.ticket.release()
 
     async def _upload(self, item: dict[str, Any], run: _Run) -> KilnError | None:
-        """PUT the item's image to `uploadEndpoint`; the error if that finally failed. The image
-        stays stored either way, so the item (and getResponse) still lead to it."""
+        """PUT the item's image (a generated image or a guide) to `uploadEndpoint`; the error if
+        that finally failed. The image stays stored either way, so the item (and getResponse)
+        still lead to it."""
         url = run.options.upload_endpoint
-        if url is None or "imageUUID" not in item:
+        field = next((name for name in UPLOADED_IMAGE_FIELDS if name in item), None)
+        if url is None or field is None:
             return None
-        stored = self.services.images.get(item["imageUUID"], owner=run.owner)
+        stored = self.services.images.get(item[field], owner=run.owner)
         if stored is None:
             return None
         try:
             await upload_image(stored, url, self.services.delivery_policy, self._retry)
         except KilnError as error:
-            error.details.update(imageUUID=item["imageUUID"])
+            error.details[field] = item[field]
             return error
         return None
 
