@@ -113,6 +113,29 @@ def test_controlnet_with_inpainting(client):
     assert np.abs(inpainted[:24] - controlled[:24]).max() <= 1  # outside the mask: kept
 
 
+def png_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_inpainting_a_crop_uses_the_same_box_of_the_guide(client):
+    """With maskMargin only the box around the mask is inpainted: the guide steers it with the
+    part of the guide inside that box, not the whole guide squeezed into it."""
+    mask = Image.new("L", (128, 128))
+    ImageDraw.Draw(mask).rectangle([8, 8, 40, 40], fill=255)  # crop box: about (0, 0)-(72, 72)
+    far, near, blank = (Image.new("RGB", (128, 128)) for _ in range(3))
+    ImageDraw.Draw(far).rectangle([92, 92, 124, 124], outline="white", width=3)
+    ImageDraw.Draw(near).rectangle([12, 12, 36, 36], outline="white", width=3)
+    edit = dict(seedImage=guide_uri("ellipse"), maskImage=png_uri(mask), maskMargin=32)
+
+    def inpainted(guide: Image.Image) -> np.ndarray:
+        return pixels(client, **edit, controlNet=[control(guideImage=png_uri(guide))])
+
+    assert np.array_equal(inpainted(far), inpainted(blank))  # outside the box: no effect
+    assert differs(inpainted(near)[8:40, 8:40], inpainted(blank)[8:40, 8:40])
+
+
 def test_clip_skip_lora_weighting_and_controlnet_combine(client):
     combined = dict(clipSkip=1, lora=[{"model": "kiln:tiny-lora@1", "weight": 1}],
                     promptWeighting="compel", positivePrompt="(small dog)1.3 robot",

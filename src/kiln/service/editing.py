@@ -107,17 +107,24 @@ def _inpaint_crop(
     request: GenerationRequest, entry: CatalogEntry, original: Image.Image, mask: Image.Image,
     margin: int, strength: float,
 ) -> EditPlan:
-    """Inpaint only the box around the mask plus `margin`, at the model's native resolution."""
+    """Inpaint only the box around the mask plus `margin`, at the model's native resolution;
+    ControlNet guides (which cover the whole image) are cropped to the same box."""
     box = compose.mask_crop_box(mask, margin)
     if box is None:  # the mask keeps everything: only the whole image can be "inpainted"
         return _inpaint(request, original, mask, strength, compose.MASK_FEATHER)
     native = (entry.defaults.width or NATIVE_SIDE) * (entry.defaults.height or NATIVE_SIDE)
     working = compose.working_size(box, native)
     crop = original.crop(box)
+    controlnets = tuple(  # each guide covers the whole image: the same box of it steers the crop
+        replace(control, guide_image=compose.fit(control.guide_image, original.size).crop(box).resize(
+            working, Image.Resampling.LANCZOS))
+        for control in request.controlnets
+    )
     inpaint = replace(
         request, mode="inpaint", width=working[0], height=working[1],
         init_image=crop.resize(working, Image.Resampling.LANCZOS),
         mask_image=mask.crop(box).resize(working, Image.Resampling.NEAREST), strength=strength,
+        controlnets=controlnets,
     )
 
     def finish(image: Image.Image) -> Image.Image:
