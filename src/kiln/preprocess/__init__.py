@@ -12,13 +12,16 @@ from kiln.preprocess.builtin import BUILT_IN, CannyThresholds, run_preprocessor
 
 ANNOTATED: dict[str, str] = {
     "depth": "a transformers depth-estimation folder (DPT, Depth Anything, GLPN, ZoeDepth)",
-    "seg": "a transformers semantic-segmentation folder trained on ADE20K's 150 classes "
-    "(UperNet, SegFormer)",
-    "openpose": "a transformers VitPose folder (COCO body keypoints)",
-    "normalbae": "a diffusers Marigold normals folder (MarigoldNormalsPipeline)",
-    "softedge": "a DexiNed checkpoint file (kornia's DexiNed_BIPED_10.pth state dict)",
-    "lineart_anime": "a TorchScript file of the Anime2Sketch generator (exported with "
-    "controlnet_aux: see kiln.engine.annotators.scripted)",
+    "seg": "a transformers semantic-segmentation folder predicting ADE20K's 150 classes "
+    "(UperNet such as openmmlab/upernet-convnext-small, SegFormer, BEiT, DPT, Mask2Former)",
+    "openpose": "a transformers VitPose folder (COCO's 17 body keypoints, or 133 whole-body "
+    "keypoints for includeHandsAndFaceOpenPose), or a folder holding that VitPose folder as "
+    "pose/ and a transformers object detector with a 'person' label (e.g. RT-DETR) as detector/ "
+    "for several people",
+    "normalbae": "a diffusers Marigold normals folder (e.g. prs-eth/marigold-normals-v1-1)",
+    "softedge": "a DexiNed checkpoint file (DexiNed_BIPED_10.pth, the state dict kornia loads)",
+    "lineart_anime": "an exported program (.pt2) of the Anime2Sketch generator, made with "
+    "controlnet_aux as kiln.engine.annotators.exported explains",
 }
 """The preprocessors that run a registered annotator model → what the operator registers."""
 
