@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import SDXL, decode_image, inference, post
+from tests.conftest import SD, SDXL, decode_image, inference, post
 from tests.service.test_lora import error_of, pixels
 
 
@@ -55,12 +55,19 @@ def test_the_negative_prompt_is_weighted_too(client):
     assert differs(weighted, plain)
 
 
-def test_long_prompts_are_not_truncated(client):
+@pytest.mark.parametrize("weighting", [{"promptWeighting": "compel"}, {}], ids=["compel", "plain"])
+@pytest.mark.parametrize("model", [SD, SDXL])
+def test_long_prompts_are_not_truncated(client, weighting, model):
     # The tiny tokenizer spends about one token per character: 77 tokens end near character 75.
     head = "a red circle on a blue background " * 3
-    one = pixels(client, positivePrompt=head + "and a green star", promptWeighting="compel")
-    other = pixels(client, positivePrompt=head + "and a white cube", promptWeighting="compel")
+    one = pixels(client, model=model, positivePrompt=head + "and a green star", **weighting)
+    other = pixels(client, model=model, positivePrompt=head + "and a white cube", **weighting)
     assert differs(one, other)
+
+
+def test_a_long_negative_prompt_is_not_truncated(client):
+    head = "blurry, dark, noisy, low quality " * 3
+    assert differs(pixels(client, negativePrompt=head + "green"), pixels(client, negativePrompt=head + "white"))
 
 
 def test_sdxl_with_pooled_embeddings_and_clip_skip(client):

@@ -37,10 +37,12 @@ def encode_prompts(
     that is all-zero embeddings when the model's `force_zeros_for_empty_prompt` is set, as
     diffusers does. Negative embeddings are only computed when `guidance` (CFG > 1) uses them.
     Raises InvalidRequestError when `clip_skip` is beyond the text encoder's depth.
-    `weighting` reads the prompts' weighting syntax (see `kiln.engine.weighting`).
+    `weighting` reads the prompts' weighting syntax (see `kiln.engine.weighting`). A prompt
+    longer than the text encoder's window is encoded in chunks of it (as weighted prompts are),
+    never truncated.
     """
     _check_clip_skip(pipe.text_encoder, clip_skip)
-    if weighting is not None:
+    if weighting is not None or _beyond_window(pipe.tokenizer, positive, negative or ""):
         from .weighting import encode_weighted_prompts  # compel is slow to import: on demand
 
         return encode_weighted_prompts(
@@ -49,6 +51,12 @@ def encode_prompts(
     if architecture == "sd1x":
         return _encode_sd1x(pipe, positive, negative, clip_skip, guidance)
     return _encode_sdxl(pipe, positive, negative, clip_skip, guidance)
+
+
+def _beyond_window(tokenizer: CLIPTokenizer, *texts: str) -> bool:
+    """Whether a text has more tokens than one window holds (besides its BOS and EOS)."""
+    window = tokenizer.model_max_length - 2
+    return any(len(tokenizer(text, add_special_tokens=False).input_ids) > window for text in texts)
 
 
 def _check_clip_skip(text_encoder: CLIPTextModel, clip_skip: int) -> None:
@@ -121,7 +129,8 @@ def _encode_sdxl(
 
 
 def _token_ids(tokenizer: CLIPTokenizer, text: str) -> torch.Tensor:
-    # Pad to the full context and truncate, as SD was trained: 77 tokens including BOS/EOS.
+    # Pad to the full context, as SD was trained: 77 tokens including BOS/EOS (longer texts go
+    # to the chunking encoder; truncation only guards that).
     return tokenizer(
         text,
         padding="max_length",

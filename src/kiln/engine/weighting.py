@@ -3,7 +3,8 @@
 Compel does the weighting; Kiln hands it a text encoder wrapper that returns the hidden layer
 Kiln conditions on, so clip skip applies exactly as for plain prompts (compel's own PENULTIMATE
 mode reads `text_model`, which transformers 5 removed). Prompts longer than the encoder's
-77-token window are encoded in chunks, never truncated.
+77-token window are encoded in chunks, never truncated; plain prompts that long come here too,
+as one unweighted fragment.
 """
 
 from __future__ import annotations
@@ -70,13 +71,14 @@ def encode_weighted_prompts(
     clip_skip: int,
     *,
     guidance: bool,
-    syntax: PromptWeighting,
+    syntax: PromptWeighting | None,
 ) -> PromptKwargs:
     """Embeddings of weighted prompts, as pipeline keyword arguments (the same keys as
     `kiln.engine.prompts.encode_prompts`).
 
     `syntax` "compel" reads Compel syntax (`word+`, `(words)1.2`, `.blend()`, `.and()`);
-    "sdEmbeds" reads A1111 syntax (`(word:1.2)`, `(word)`, `[word]`). Positive and negative
+    "sdEmbeds" reads A1111 syntax (`(word:1.2)`, `(word)`, `[word]`); None takes the text as it
+    is, unweighted (how plain prompts too long for one window are encoded). Positive and negative
     embeddings are padded to the same length. Raises InvalidRequestError naming the prompt
     when its syntax is malformed.
     """
@@ -121,7 +123,7 @@ def encode_weighted_prompts(
 
 
 def _conditioning(
-    compel: Compel, text: str, syntax: PromptWeighting, parameter: str
+    compel: Compel, text: str, syntax: PromptWeighting | None, parameter: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(embeddings, pooled embeddings or None) of one prompt for one text encoder."""
     provider = compel.conditioning_provider
@@ -129,7 +131,7 @@ def _conditioning(
         check_compel_syntax(text, parameter)
         result = compel.build_conditioning_tensor(text)
         return result if compel.requires_pooled else (result, None)
-    fragments = parse_a1111(text)
+    fragments = parse_a1111(text) if syntax == "sdEmbeds" else [(text, 1.0)]
     embeds = provider.get_embeddings_for_weighted_prompt_fragments(
         text_batch=[[fragment for fragment, _ in fragments]],
         fragment_weights_batch=[[weight for _, weight in fragments]],
