@@ -5,14 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from kiln.models import CatalogEntry
-from kiln.preprocess import ANNOTATED
 from tests.conftest import new_uuid, post
 from tests.preprocess.test_builtin import near_the_outline, outlined
 from tests.service.test_lora import pixels
@@ -103,82 +100,6 @@ def test_line_built_ins_draw_the_outline_of_a_drawing(client, kind):
     ys, xs = np.nonzero(lines)
     assert len(xs) > 100
     assert near_the_outline(ys, xs, tolerance=3).all()
-
-
-DEPTH_AIR = "kiln:test-depth-annotator@1"
-
-
-@pytest.fixture(scope="module")
-def depth_model_dir(tmp_path_factory) -> str:
-    """A tiny random-weight DPT depth estimator with its image processor, saved to a folder."""
-    import torch
-    from transformers import DPTConfig, DPTForDepthEstimation
-    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
-
-    torch.manual_seed(0)
-    config = DPTConfig(
-        hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
-        image_size=64, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
-        neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, reassemble_factors=[4, 2, 1, 0.5],
-    )
-    folder = tmp_path_factory.mktemp("depth-annotator")
-    DPTForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)
-    return str(folder)
-
-
-@pytest.fixture
-def depth_annotator(services, depth_model_dir) -> Iterator[str]:
-    """The tiny depth model registered as the `depth` annotator, for one test: the session's
-    catalog is shared, and modelSearch tests count its entries."""
-    services.catalog.add(CatalogEntry(
-        air=DEPTH_AIR, name="test-depth", version="1", category="annotator", architecture="sd1x",
-        path=depth_model_dir, conditioning="depth",
-    ))
-    yield DEPTH_AIR
-    services.catalog.remove(DEPTH_AIR)
-
-
-def test_depth_runs_the_registered_annotator(client, depth_annotator):
-    wide = base64.b64encode(scene_png((256, 128))).decode()
-    item = run(client, preProcessorType="depth_midas", inputImage=wide, width=128)
-    assert item["guideImageUUID"]
-    image = Image.open(io.BytesIO(base64.b64decode(item["guideImageBase64Data"])))
-    assert image.mode == "L" and image.size == (128, 64)
-    depth = np.asarray(image)
-    assert depth.min() == 0 and depth.max() == 255  # stretched to the full range
-    # the same input gives the same map (the model is loaded once and kept)
-    assert np.array_equal(guide_of(run(client, preProcessorType="depth", inputImage=wide, width=128)), depth)
-    control = {"model": "kiln:tiny-controlnet@1"}
-    by_uuid = pixels(client, controlNet=[{**control, "guideImage": item["guideImageUUID"]}])
-    by_data = pixels(client, controlNet=[{**control, "guideImage": item["guideImageBase64Data"]}])
-    assert np.array_equal(by_uuid, by_data)
-
-
-def test_model_search_lists_annotators_with_their_conditioning(client, depth_annotator):
-    search = {"taskType": "modelSearch", "taskUUID": new_uuid(), "category": "annotator"}
-    (item,) = post(client, [search]).json()["data"]
-    (result,) = item["results"]
-    assert (result["air"], result["category"], result["conditioning"]) == (DEPTH_AIR, "annotator", "depth")
-
-
-def test_depth_without_an_annotator_says_what_to_register(client):
-    response = post(client, [preprocess(preProcessorType="depth")])
-    assert response.status_code == 400
-    error = response.json()["errors"][0]
-    assert (error["code"], error["parameter"]) == ("unsupportedPreProcessorType", "preProcessorType")
-    assert "kiln models add PATH --category annotator --conditioning depth" in error["message"]
-    assert "canny" in error["message"]
-
-
-@pytest.mark.parametrize("kind", sorted(ANNOTATED))
-def test_each_annotated_preprocessor_names_what_to_register(client, depth_annotator, kind):
-    if kind == "depth":
-        return  # registered here: it runs
-    error = post(client, [preprocess(preProcessorType=kind)]).json()["errors"][0]
-    assert (error["code"], error["parameter"]) == ("unsupportedPreProcessorType", "preProcessorType")
-    assert f"--category annotator --conditioning {kind}" in error["message"]
-    assert ANNOTATED[kind] in error["message"]
 
 
 @pytest.mark.parametrize(("fields", "code", "parameter"), [

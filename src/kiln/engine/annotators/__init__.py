@@ -22,7 +22,7 @@ _RUNNERS = {
     "openpose": ("pose", "draw_pose"),
     "normalbae": ("normals", "estimate_normals"),
     "softedge": ("edges", "soft_edges"),
-    "lineart_anime": ("scripted", "anime_line_art"),
+    "lineart_anime": ("exported", "anime_line_art"),
 }
 """Preprocessor → (module of this package, function(path, image, device, options) -> Image)."""
 
