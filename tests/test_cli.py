@@ -10,6 +10,7 @@ import pytest
 from kiln.keys import KeyStore
 from kiln.models import Catalog
 from kiln.storage import Database
+from tests.engine.annotators.test_depth import tiny_depth_model
 
 
 def kiln(data_dir, *args: str) -> subprocess.CompletedProcess[str]:
@@ -50,8 +51,8 @@ def test_models_add_refuses_a_malformed_air(tmp_path, data_dir, air):
     assert "AIR" in result.stderr
 
 
-def test_models_add_registers_an_annotator_only_with_its_conditioning(tmp_path, data_dir):
-    folder = str(data_dir / "models")  # any existing folder: the catalog does not load it
+def test_models_add_registers_an_annotator_only_with_its_conditioning(tmp_path):
+    folder = tiny_depth_model(tmp_path / "dpt")
     args = ("models", "add", folder, "--air", "kiln:depth@1", "--architecture", "sd1x", "--category", "annotator")
     refused = kiln(tmp_path, *args)
     assert refused.returncode == 2 and "conditioning" in refused.stderr
@@ -60,6 +61,15 @@ def test_models_add_registers_an_annotator_only_with_its_conditioning(tmp_path, 
     assert kiln(tmp_path, *args, "--conditioning", "depth").returncode == 0
     entry = Catalog(Database(tmp_path / "kiln.sqlite3")).get("kiln:depth@1")
     assert (entry.category, entry.conditioning) == ("annotator", "depth")
+
+
+def test_models_add_refuses_annotator_files_that_do_not_load(tmp_path, data_dir):
+    folder = str(data_dir / "models")  # a folder, but no depth-estimation model
+    result = kiln(tmp_path, "models", "add", folder, "--air", "kiln:depth@1", "--architecture", "sd1x",
+                  "--category", "annotator", "--conditioning", "depth")
+    assert result.returncode == 2
+    assert f"The 'depth' annotator at {folder} could not be loaded" in result.stderr
+    assert kiln(tmp_path, "models", "list").stdout.strip() == ""
 
 
 def test_models_add_refuses_a_missing_path(tmp_path):

@@ -110,10 +110,20 @@ def cmd_models_init(args: argparse.Namespace) -> int:
 
 
 def cmd_models_add(args: argparse.Namespace) -> int:
+    from kiln.errors import ModelLoadError
     from kiln.models import CatalogEntry, ModelDefaults, parse_air
+    from kiln.preprocess import ANNOTATED
 
     _, _, catalog = _open(args)
     air = parse_air(args.air)
+    if args.category == "annotator" and args.conditioning in ANNOTATED:
+        from kiln.engine.annotators import check_annotator  # imports torch
+
+        try:  # refuse files a request could not load, before they are registered
+            check_annotator(args.conditioning, args.path)
+        except ModelLoadError as error:
+            print(f"kiln: {error.message}", file=sys.stderr)
+            return 2
     entry = catalog.add(CatalogEntry(
         air=str(air), name=args.name or Path(args.path).stem, version=args.version or air.version,
         category=args.category, type=args.type, architecture=args.architecture, path=args.path,

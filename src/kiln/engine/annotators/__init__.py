@@ -14,7 +14,7 @@ import importlib
 
 from PIL import Image
 
-from kiln.engine.annotators.loading import AnnotatorOptions, default_device
+from kiln.engine.annotators.loading import AnnotatorOptions, default_device, load_once
 
 _RUNNERS = {
     "depth": ("depth", "estimate_depth"),
@@ -24,7 +24,18 @@ _RUNNERS = {
     "softedge": ("edges", "soft_edges"),
     "lineart_anime": ("exported", "anime_line_art"),
 }
-"""Preprocessor → (module of this package, function(path, image, device, options) -> Image)."""
+"""Preprocessor → (module of this package, function(path, image, device, options) -> Image).
+Each module also has `load(path, device)`, which builds the model from its files."""
+
+
+def _module(kind: str):
+    return importlib.import_module(f"{__name__}.{_RUNNERS[kind][0]}")
+
+
+def check_annotator(kind: str, path: str, device: str = "cpu") -> None:
+    """Load the annotator at `path` for preprocessor `kind`, as a request would: raises
+    `ModelLoadError` saying what is wrong with the files (how `kiln models add` refuses them)."""
+    load_once(kind, path, device, _module(kind).load)
 
 
 def annotate(
@@ -40,10 +51,8 @@ def annotate(
     The result has `image`'s size. A model that cannot be loaded raises `ModelLoadError`
     (`modelUnavailable`) naming the path and the cause.
     """
-    module_name, function_name = _RUNNERS[kind]
-    module = importlib.import_module(f"{__name__}.{module_name}")
-    run = getattr(module, function_name)
+    run = getattr(_module(kind), _RUNNERS[kind][1])
     return run(path, image, device or default_device(), options or AnnotatorOptions())
 
 
-__all__ = ["AnnotatorOptions", "annotate"]
+__all__ = ["AnnotatorOptions", "annotate", "check_annotator"]

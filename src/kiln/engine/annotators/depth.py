@@ -25,7 +25,7 @@ class _DepthModel:
     metric: bool
 
 
-def _load(path: str, device: str) -> _DepthModel:
+def load(path: str, device: str) -> _DepthModel:
     model = AutoModelForDepthEstimation.from_pretrained(path, local_files_only=True)
     config = model.config
     return _DepthModel(
@@ -39,7 +39,7 @@ def _load(path: str, device: str) -> _DepthModel:
 def estimate_depth(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> Image.Image:
     """The depth map of `image` from the depth-estimation model in folder `path`: a grayscale
     image of `image`'s size, stretched to 0-255, nearer surfaces brighter."""
-    depth_model = load_once("depth", path, device, _load)
+    depth_model = load_once("depth", path, device, load)
     inputs = depth_model.processor(images=image.convert("RGB"), return_tensors="pt")
     with torch.inference_mode():
         inputs = {name: value.to(depth_model.model.device) for name, value in inputs.items()}

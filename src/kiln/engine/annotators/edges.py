@@ -26,7 +26,7 @@ DETECTION_LONG_SIDE = 2048
 its longer side is this, so a long thin image is not detected at an enormous size."""
 
 
-def _load(path: str, device: str) -> torch.nn.Sequential:
+def load(path: str, device: str) -> torch.nn.Sequential:
     # kornia's detector network: RGB in [0, 1] → BGR in [0, 255] minus the mean DexiNed was
     # trained with → DexiNed (slot 1, whose state dict the checkpoint is) → sigmoid.
     network = EdgeDetectorBuilder.build("dexined", pretrained=False).model
@@ -46,7 +46,7 @@ def soft_edges(path: str, image: Image.Image, device: str, _: AnnotatorOptions) 
     """The soft edge map of `image` from the DexiNed checkpoint at `path`: a grayscale image of
     `image`'s size, each pixel the edge probability scaled to 0-255 (edges white). DexiNed sees at
     most `DETECTION_LONG_SIDE` pixels per side, whatever `image`'s size."""
-    network = load_once("softedge", path, device, _load)
+    network = load_once("softedge", path, device, load)
     rgb = image_to_tensor(np.array(image.convert("RGB")), keepdim=False).float() / 255
     detection_size = _detection_size(image.width, image.height)
     if detection_size != (image.height, image.width):

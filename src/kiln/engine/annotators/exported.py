@@ -44,7 +44,7 @@ _MIN_SIDE = 2 * _BLOCK
 """The smallest height and width the exported generator takes."""
 
 
-def _load(path: str, device: str) -> torch.nn.Module:
+def load(path: str, device: str) -> torch.nn.Module:
     generator = move_to_device_pass(torch.export.load(path), device).module()
     with torch.inference_mode():
         probe = generator(torch.zeros(1, 3, _MIN_SIDE, _MIN_SIDE, device=device))
@@ -76,7 +76,7 @@ def anime_line_art(path: str, image: Image.Image, device: str, _: AnnotatorOptio
     grayscale image of `image`'s size, lines white on black (the inverse of the generator's dark
     lines on white, as the lineart_anime ControlNet expects). The generator sees at most
     `MAX_DETECT_SIDE` pixels per side, whatever `image`'s size."""
-    generator = load_once("lineart_anime", path, device, _load)
+    generator = load_once("lineart_anime", path, device, load)
     rgb = np.array(image.convert("RGB"))
     feed = torch.from_numpy(_generator_input(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1
     with torch.inference_mode():

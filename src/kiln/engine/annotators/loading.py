@@ -46,7 +46,7 @@ def load_once(kind: str, path: str, device: str, loader: Callable[[str, str], T]
                 raise
             except Exception as error:
                 raise ModelLoadError(
-                    f"The '{kind}' annotator registered at {path} could not be loaded: {error}",
+                    f"The '{kind}' annotator at {path} could not be loaded: {error}",
                     parameter="preProcessorType",
                 ) from error
         return _cache[key]

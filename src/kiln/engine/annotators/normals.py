@@ -37,7 +37,7 @@ class _NormalsModel:
     """A pipeline call mutates its scheduler's timesteps: one call at a time per pipeline."""
 
 
-def _load(path: str, device: str) -> _NormalsModel:
+def load(path: str, device: str) -> _NormalsModel:
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     pipeline = MarigoldNormalsPipeline.from_pretrained(path, local_files_only=True, dtype=dtype)
     config = pipeline.config
@@ -75,7 +75,7 @@ def estimate_normals(
     Runs the model's own number of denoising steps and processing resolution, one ensemble
     member, from a fixed seed: the same image and model give the same bytes.
     """
-    model = load_once("normalbae", path, device, _load)
+    model = load_once("normalbae", path, device, load)
     with model.lock, torch.inference_mode():
         prediction = model.pipeline(
             image.convert("RGB"),

@@ -97,7 +97,7 @@ class _PersonDetector:
     person_label: int
 
 
-def _load(path: str, device: str) -> _PoseModel:
+def load(path: str, device: str) -> _PoseModel:
     folder = Path(path)
     with_detector = (folder / "pose").is_dir() and (folder / "detector").is_dir()
     pose_folder = folder / "pose" if with_detector else folder
@@ -142,7 +142,7 @@ def draw_pose(path: str, image: Image.Image, device: str, options: AnnotatorOpti
     Raises `UnsupportedError` (`unsupportedParameter`, `includeHandsAndFaceOpenPose`) when hands
     and face are asked of a model that predicts body keypoints only.
     """
-    pose_model = load_once("openpose", path, device, _load)
+    pose_model = load_once("openpose", path, device, load)
     whole_body = pose_model.model.config.num_labels == _WHOLE_BODY
     if options.hands_and_face and not whole_body:
         raise UnsupportedError(

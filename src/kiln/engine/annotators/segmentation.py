@@ -70,7 +70,7 @@ class _SegmentationModel:
     model: Any
 
 
-def _load(path: str, device: str) -> _SegmentationModel:
+def load(path: str, device: str) -> _SegmentationModel:
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     if config.model_type in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES:
         model_class = AutoModelForSemanticSegmentation
@@ -107,7 +107,7 @@ def segment(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> 
     model, whose class ids mean other things) fails at load time with `ModelLoadError`, as does
     a folder that holds no semantic-segmentation model.
     """
-    segmentation = load_once("seg", path, device, _load)
+    segmentation = load_once("seg", path, device, load)
     inputs = segmentation.processor(images=image.convert("RGB"), return_tensors="pt")
     with torch.inference_mode():
         inputs = {name: value.to(segmentation.model.device) for name, value in inputs.items()}
