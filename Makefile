@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+JS_SDK := tests/js/node_modules/.installed
 
 .PHONY: serve test bench demo-model
 
@@ -17,7 +18,12 @@ serve: $(STAMP)
 	$(VENV)/bin/kiln models init
 	$(VENV)/bin/kiln serve
 
-test: $(STAMP)
+# the official JS SDK, driven by tests/test_runware_sdk_js.py (Node.js and npm are on the machine)
+$(JS_SDK): tests/js/package-lock.json
+	cd tests/js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(JS_SDK)
+
+test: $(STAMP) $(JS_SDK)
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/python -m pytest -q
 
