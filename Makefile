@@ -25,6 +25,7 @@ $(JS_SDK): tests/js/package-lock.json
 
 test: $(STAMP) $(JS_SDK)
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 import time
@@ -77,7 +78,7 @@ class KeyStore:
             (kid, images, cost),
         )
 
-    def usage(self) -> list[KeyUsage]:
+    def usage(self) -> builtins.list[KeyUsage]:
         """Usage of every key that generated something, most expensive first. Keys from the
         settings have no stored name: they are named "configured"."""
         rows = self._db.query(

@@ -70,7 +70,7 @@ Emit = Callable[[Reply], Awaitable[None]]
 
 
 class TaskHandler(Protocol):
-    def __call__(self, task: dict[str, Any], principal: Principal) -> AsyncIterator[dict[str, Any]]:
+    def __call__(self, task: dict[str, Any], principal: Principal, /) -> AsyncIterator[dict[str, Any]]:
         """Yield result items (without taskType/taskUUID) as they are ready.
 
         A handler may also have `validate(task) -> parsed`, raising the task's typed error:
