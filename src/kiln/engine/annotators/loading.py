@@ -1,7 +1,8 @@
 """Loading annotator models once per (kind, path, device) and keeping them.
 
 Each annotator module hands `load_once` a loader; the first call runs it (two first requests
-at once load the files once), later calls return what it built. A loader that fails raises
+at once load the files once; a slow load blocks only requests for the same model), later calls
+return what it built. A loader that fails raises
 `ModelLoadError` naming the preprocessor and the path, so a client sees `modelUnavailable`
 and the operator reads what was wrong with the registered files.
 """
@@ -20,7 +21,8 @@ from kiln.errors import KilnError, ModelLoadError
 T = TypeVar("T")
 
 _cache: dict[tuple[str, str, str], Any] = {}
-_lock = threading.Lock()
+_loading: dict[tuple[str, str, str], threading.Lock] = {}
+_lock = threading.Lock()  # guards `_loading`
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,10 @@ def default_device() -> str:
 
 def load_once(kind: str, path: str, device: str, loader: Callable[[str, str], T]) -> T:
     """`loader(path, device)`, run once per (kind, path, device) and kept for later calls."""
+    key = (kind, path, device)
     with _lock:
-        key = (kind, path, device)
+        model_lock = _loading.setdefault(key, threading.Lock())
+    with model_lock:
         if key not in _cache:
             try:
                 _cache[key] = loader(path, device)
