@@ -23,7 +23,7 @@ from transformers import (
     UperNetForSemanticSegmentation,
 )
 
-from kiln.engine.annotators import annotate
+from kiln.engine.annotators import annotate, segmentation
 from kiln.engine.annotators.loading import AnnotatorOptions
 from kiln.engine.annotators.segmentation import ADE20K_PALETTE, color_by_class, segment
 from kiln.errors import ModelLoadError
@@ -190,3 +190,16 @@ def test_a_folder_without_a_segmentation_model_is_refused(tmp_path: Path) -> Non
 def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="seg"):
         segment(str(tmp_path), _photo(), "cpu", AnnotatorOptions())
+
+
+def test_a_large_image_is_scored_at_a_capped_size_and_enlarged(tmp_path: Path, monkeypatch) -> None:
+    path = tiny_segmentation_model(tmp_path)
+    photo = _photo(80, 48)
+    full = np.asarray(segment(path, photo, "cpu", AnnotatorOptions()))
+    monkeypatch.setattr(segmentation, "DETECTION_LONG_SIDE", 40)  # scored at 40 x 24
+    capped = np.asarray(segment(path, photo, "cpu", AnnotatorOptions()))
+    assert capped.shape == full.shape == (48, 80, 3)
+    assert not np.array_equal(capped, full)
+    assert _colours(Image.fromarray(capped)) <= {tuple(c) for c in ADE20K_PALETTE.tolist()}
+    # nearest-neighbour enlargement: each scored pixel becomes a 2 x 2 block
+    assert np.array_equal(capped[0::2, 0::2], capped[1::2, 1::2])

@@ -59,6 +59,11 @@ ADE20K_PALETTE = np.array([
 and its seg models were trained on. Two classes share a colour there (6 road and 48 skyscraper,
 both (140, 140, 140)); kept as is, since that is what the models learned."""
 
+DETECTION_LONG_SIDE = 1024
+"""Class scores are upsampled to at most this many pixels on the long side (150 scores per
+pixel: 600 MB at 1024², 2.5 GB at 2048²); a larger image's class map is enlarged from there,
+nearest neighbour, so it stays a map of palette colours."""
+
 # Mask-classification models whose image processor's `post_process_semantic_segmentation` turns
 # their outputs into a class map from pixel values alone (OneFormer also needs a task prompt).
 _MASK_CLASSIFICATION_MODEL_TYPES = ("mask2former", "maskformer")
@@ -101,7 +106,8 @@ def color_by_class(class_map: np.ndarray) -> Image.Image:
 
 def segment(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> Image.Image:
     """The ADE20K class map of `image` from the segmentation model in folder `path`: an RGB
-    image of `image`'s size whose every pixel has the palette colour of its predicted class.
+    image of `image`'s size whose every pixel has the palette colour of its predicted class
+    (scored at most `DETECTION_LONG_SIDE` pixels wide or high).
 
     The model must predict exactly ADE20K's 150 classes; any other count (a Cityscapes or COCO
     model, whose class ids mean other things) fails at load time with `ModelLoadError`, as does
@@ -109,10 +115,13 @@ def segment(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> 
     """
     segmentation = load_once("seg", path, device, load)
     inputs = segmentation.processor(images=image.convert("RGB"), return_tensors="pt")
+    scale = min(1.0, DETECTION_LONG_SIDE / max(image.size))
+    scored_size = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
     with torch.inference_mode():
         inputs = {name: value.to(segmentation.model.device) for name, value in inputs.items()}
         outputs = segmentation.model(**inputs)
         class_map = segmentation.processor.post_process_semantic_segmentation(
-            outputs, target_sizes=[(image.height, image.width)]
+            outputs, target_sizes=[scored_size]
         )[0]
-    return color_by_class(class_map.cpu().numpy())
+    colours = color_by_class(class_map.cpu().numpy())
+    return colours if colours.size == image.size else colours.resize(image.size, Image.Resampling.NEAREST)
