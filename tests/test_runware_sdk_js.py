@@ -1,6 +1,7 @@
 """The official Runware JS SDK (`@runware/sdk-js` 1.3.2, Node) against Kiln on a loopback port,
 unchanged: authentication, text-to-image, ControlNet preprocessing (the SDK sends it async and
-polls getResponse), ControlNet with the guide's UUID, modelSearch and a typed error."""
+polls getResponse), ControlNet with the guide's UUID, image-to-image and inpainting (the SDK
+uploads their images with imageUpload first), modelSearch and a typed error."""
 
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ from tests.service.test_preprocess import scene_png
 SDK_FOLDER = Path(__file__).parent / "js"
 
 
+def mask_uri() -> str:
+    """Repaint the top half (white), keep the bottom half (black)."""
+    mask = Image.new("L", (128, 128))
+    mask.paste(255, (0, 0, 128, 64))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
 def decoded(data: str) -> Image.Image:
     image = Image.open(io.BytesIO(base64.b64decode(data)))
     assert image.format == "PNG"
@@ -35,7 +45,7 @@ def report(ws_url) -> dict:
     assert (SDK_FOLDER / "node_modules" / "@runware" / "sdk-js").is_dir(), "run `make test` (npm ci)"
     guide_input = "data:image/png;base64," + base64.b64encode(scene_png()).decode()
     result = subprocess.run(
-        [node, "sdk_flow.mjs", ws_url, API_KEY, SD, "kiln:tiny-controlnet@1", guide_input],
+        [node, "sdk_flow.mjs", ws_url, API_KEY, SD, "kiln:tiny-controlnet@1", guide_input, mask_uri()],
         cwd=SDK_FOLDER, capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stderr
@@ -64,6 +74,18 @@ def test_the_guide_uuid_steers_a_controlnet(report):
     assert controlled["seed"] == 4242
     plain = decoded(report["images"]["ok"][0]["imageBase64Data"])
     assert decoded(controlled["imageBase64Data"]).tobytes() != plain.tobytes()
+
+
+def test_image_to_image_and_inpainting_through_uploaded_images(report):
+    scene = np.asarray(Image.open(io.BytesIO(scene_png())).convert("RGB"), dtype=np.int16)
+    plain = np.asarray(decoded(report["images"]["ok"][0]["imageBase64Data"]), dtype=np.int16)
+    (edited,) = report["edited"]["ok"]
+    edited_pixels = np.asarray(decoded(edited["imageBase64Data"]).convert("RGB"), dtype=np.int16)
+    assert edited_pixels.shape == (128, 128, 3) and not np.array_equal(edited_pixels, plain)
+    (inpainted,) = report["inpainted"]["ok"]
+    repainted = np.asarray(decoded(inpainted["imageBase64Data"]).convert("RGB"), dtype=np.int16)
+    assert np.abs(repainted[72:] - scene[72:]).max() <= 2  # the kept half, away from the seam
+    assert np.abs(repainted[:56] - scene[:56]).mean() > 10  # the masked half is repainted
 
 
 def test_model_search(report):
