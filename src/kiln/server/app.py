@@ -41,6 +41,10 @@ def create_app(services: Services) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
 
+    async def metrics(request: Request) -> Response:
+        body, content_type = dispatcher.metrics.exposition()
+        return Response(body, media_type=content_type)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -54,6 +58,7 @@ def create_app(services: Services) -> Starlette:
             WebSocketRoute("/", websocket),
             Route("/media/{name}", media, methods=["GET", "HEAD"]),
             Route("/health", health),
+            Route("/metrics", metrics),
         ],
         lifespan=lifespan,
     )

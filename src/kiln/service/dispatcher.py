@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,7 @@ from kiln.service.get_response import GetResponseHandler
 from kiln.service.image_inference import ImageInferenceHandler
 from kiln.service.image_upload import ImageUploadHandler
 from kiln.service.limits import Admission, Ticket
+from kiln.service.metrics import Metrics
 from kiln.service.model_search import ModelSearchHandler
 from kiln.service.preprocess import PreprocessHandler
 from kiln.service.services import Services
@@ -120,6 +122,7 @@ class Dispatcher:
         )
         self._retry = RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
         self.background = BackgroundTasks()
+        self.metrics = Metrics(self.task_types)
 
     @property
     def task_types(self) -> tuple[str, ...]:
@@ -153,6 +156,7 @@ class Dispatcher:
         try:
             header = read_header(task)
             if header.task_type == "ping":
+                self.metrics.reply("ping")
                 await emit(Reply(data_message({"taskType": "ping", "pong": True})))
                 return
             if header.task_type == "authentication":
@@ -163,7 +167,9 @@ class Dispatcher:
                 )
             assert header.task_uuid is not None and header.task_type is not None
             if header.task_type == "getResponse":
-                await emit(Reply(self._get_response(header.task_uuid, principal)))
+                reply = self._get_response(header.task_uuid, principal)
+                self.metrics.reply("getResponse")
+                await emit(Reply(reply))
                 return
             handler = self._handler(header.task_type)
             validate = getattr(handler, "validate", None)
@@ -177,11 +183,14 @@ class Dispatcher:
                 ticket.release()
                 raise
         except KilnError as error:
+            self.metrics.reply(header.task_type, error.code)
             await emit(Reply.error(error, header))
             return
         except Exception:
             log.exception("task %s failed unexpectedly", header.task_uuid)
-            await emit(Reply.error(KilnError("Internal error while running the task."), header))
+            internal = KilnError("Internal error while running the task.")
+            self.metrics.reply(header.task_type, internal.code)
+            await emit(Reply.error(internal, header))
             return
         run = _Run(header, principal, options, ticket)
         if options.background:
@@ -209,6 +218,8 @@ class Dispatcher:
         when the database is still open; a killed one is answered as interrupted later."""
         tasks = self.services.tasks
         finished = False
+        started = time.monotonic()
+        self.metrics.in_flight.inc()
         try:
             async for result in handler(task, run.principal):
                 item = {"taskType": run.header.task_type, "taskUUID": run.task_uuid, **result}
@@ -217,6 +228,7 @@ class Dispatcher:
                 if upload_error is not None:
                     await self._fail(upload_error, run, emit)
                     continue
+                self.metrics.reply(run.header.task_type)
                 if emit is not None:
                     await emit(Reply(data_message(item)))
                 self._post(data_message({**item, "status": "success"}), run)
@@ -241,6 +253,8 @@ class Dispatcher:
         finally:
             if finished:
                 tasks.finish(run.owner, run.task_uuid)
+                self.metrics.ran(run.header.task_type, time.monotonic() - started)
+            self.metrics.in_flight.dec()
             run.ticket.release()
 
     async def _upload(self, item: dict[str, Any], run: _Run) -> KilnError | None:
@@ -262,6 +276,7 @@ class Dispatcher:
         return None
 
     async def _fail(self, error: KilnError, run: _Run, emit: Emit | None) -> None:
+        self.metrics.reply(run.header.task_type, error.code)
         wire = error_object(error, run.header)
         self.services.tasks.add_error(run.owner, run.task_uuid, wire)
         if emit is not None:
