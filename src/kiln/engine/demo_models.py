@@ -71,13 +71,13 @@ def _build_sd1x(
     unet_in_channels: int,
 ) -> Path:
     torch.manual_seed(_SEED)
-    tokenizer = _tokenizer()
-    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_size=32))
+    tokenizer = tiny_tokenizer()
+    text_encoder = CLIPTextModel(tiny_text_config(tokenizer, hidden_size=32))
     unet = UNet2DConditionModel(
-        **{**_unet_kwargs(cross_attention_dim=32), "in_channels": unet_in_channels}
+        **{**tiny_unet_kwargs(cross_attention_dim=32), "in_channels": unet_in_channels}
     )
     pipe = pipeline(
-        vae=_vae(scaling_factor=0.18215),
+        vae=tiny_vae(scaling_factor=0.18215),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
@@ -97,25 +97,25 @@ def build_tiny_sdxl(out_dir: Path) -> Path:
     diffusers' single-file loader tells them apart by width.
     """
     torch.manual_seed(_SEED)
-    tokenizer = _tokenizer()
-    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_size=32))
+    tokenizer = tiny_tokenizer()
+    text_encoder = CLIPTextModel(tiny_text_config(tokenizer, hidden_size=32))
     text_encoder_2 = CLIPTextModelWithProjection(
-        _text_config(tokenizer, hidden_size=64, projection_dim=32)
+        tiny_text_config(tokenizer, hidden_size=64, projection_dim=32)
     )
     time_embed_dim = 8
     unet = UNet2DConditionModel(
-        **_unet_kwargs(cross_attention_dim=32 + 64),
+        **tiny_unet_kwargs(cross_attention_dim=32 + 64),
         addition_embed_type="text_time",
         addition_time_embed_dim=time_embed_dim,
         # 6 micro-conditioning numbers (original size, crop, target size) plus the pooled text.
         projection_class_embeddings_input_dim=6 * time_embed_dim + 32,
     )
     pipe = StableDiffusionXLPipeline(
-        vae=_vae(scaling_factor=0.13025),
+        vae=tiny_vae(scaling_factor=0.13025),
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
         tokenizer=tokenizer,
-        tokenizer_2=_tokenizer(),
+        tokenizer_2=tiny_tokenizer(),
         unet=unet,
         scheduler=EulerDiscreteScheduler(**_BETAS, timestep_spacing="leading"),
         force_zeros_for_empty_prompt=True,
@@ -141,7 +141,8 @@ def _byte_chars() -> list[str]:
     return [chr(by_byte[b]) for b in range(256)]
 
 
-def _tokenizer() -> CLIPTokenizer:
+def tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer with a tiny byte-level vocabulary (the same every time), 77 tokens long."""
     chars = _byte_chars()
     tokens = chars + [c + "</w>" for c in chars] + ["".join(pair) for pair in _MERGES]
     tokens += [_BOS, _EOS]
@@ -156,9 +157,10 @@ def _tokenizer() -> CLIPTokenizer:
     return tokenizer
 
 
-def _text_config(
+def tiny_text_config(
     tokenizer: CLIPTokenizer, *, hidden_size: int, projection_dim: int | None = None
 ) -> CLIPTextConfig:
+    """A 4-layer CLIP text encoder config for `tokenizer`."""
     return CLIPTextConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -173,7 +175,8 @@ def _text_config(
     )
 
 
-def _unet_kwargs(*, cross_attention_dim: int) -> dict[str, Any]:
+def tiny_unet_kwargs(*, cross_attention_dim: int) -> dict[str, Any]:
+    """`UNet2DConditionModel` arguments of a tiny SD-layout UNet (3 levels, 4 latent channels)."""
     # Attention only at the lowest resolution: attention at full latent resolution is what
     # makes diffusers' own test UNet 40x slower at 512 px.
     return {
@@ -190,7 +193,8 @@ def _unet_kwargs(*, cross_attention_dim: int) -> dict[str, Any]:
     }
 
 
-def _vae(*, scaling_factor: float) -> AutoencoderKL:
+def tiny_vae(*, scaling_factor: float) -> AutoencoderKL:
+    """A tiny random `AutoencoderKL` with SD's 8x downsampling and 4 latent channels."""
     # Four blocks so the latent is 1/8 of the image, as in the real VAEs.
     return AutoencoderKL(
         in_channels=3,
@@ -235,13 +239,13 @@ _LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 def build_tiny_controlnet(out_dir: Path) -> Path:
     """Write a ControlNet folder for the tiny SD 1.x model (random, non-zero output convs)."""
-    return _controlnet(UNet2DConditionModel(**_unet_kwargs(cross_attention_dim=32)), out_dir)
+    return _controlnet(UNet2DConditionModel(**tiny_unet_kwargs(cross_attention_dim=32)), out_dir)
 
 
 def build_tiny_controlnet_sdxl(out_dir: Path) -> Path:
     """Write a ControlNet folder for the tiny SDXL model (random, non-zero output convs)."""
     unet = UNet2DConditionModel(
-        **_unet_kwargs(cross_attention_dim=32 + 64),
+        **tiny_unet_kwargs(cross_attention_dim=32 + 64),
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 32,
@@ -309,7 +313,7 @@ def _lora_layers(seed: int) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict
 
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**_unet_kwargs(cross_attention_dim=32))
+    unet = UNet2DConditionModel(**tiny_unet_kwargs(cross_attention_dim=32))
     unet.add_adapter(LoraConfig(r=_LORA_RANK, lora_alpha=_LORA_RANK, target_modules=_LORA_TARGETS))
     with torch.no_grad():
         for name, parameter in unet.named_parameters():

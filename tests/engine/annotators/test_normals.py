@@ -14,7 +14,13 @@ from transformers import CLIPTextModel
 
 from kiln.engine.annotators import annotate
 from kiln.engine.annotators.normals import normalbae_image
-from kiln.engine.demo_models import _text_config, _tokenizer, _unet_kwargs, _vae, build_tiny_sd
+from kiln.engine.demo_models import (
+    build_tiny_sd,
+    tiny_text_config,
+    tiny_tokenizer,
+    tiny_unet_kwargs,
+    tiny_vae,
+)
 from kiln.errors import ModelLoadError
 
 
@@ -23,11 +29,11 @@ def tiny_normals_model(directory: Path) -> str:
     prs-eth/marigold-normals-v1-1: unet, vae, scheduler, text_encoder, tokenizer and the
     Marigold fields of model_index.json) to `directory` and return its path."""
     torch.manual_seed(0)
-    tokenizer = _tokenizer()
+    tokenizer = tiny_tokenizer()
     pipeline = MarigoldNormalsPipeline(
         # The UNet sees the image's latents and the noisy normals' latents side by side.
-        unet=UNet2DConditionModel(**{**_unet_kwargs(cross_attention_dim=32), "in_channels": 8}),
-        vae=_vae(scaling_factor=0.18215),
+        unet=UNet2DConditionModel(**{**tiny_unet_kwargs(cross_attention_dim=32), "in_channels": 8}),
+        vae=tiny_vae(scaling_factor=0.18215),
         scheduler=DDIMScheduler(
             beta_schedule="scaled_linear",
             beta_start=0.00085,
@@ -37,7 +43,7 @@ def tiny_normals_model(directory: Path) -> str:
             prediction_type="v_prediction",
             timestep_spacing="trailing",
         ),
-        text_encoder=CLIPTextModel(_text_config(tokenizer, hidden_size=32)),
+        text_encoder=CLIPTextModel(tiny_text_config(tokenizer, hidden_size=32)),
         tokenizer=tokenizer,
         prediction_type="normals",
         use_full_z_range=True,
