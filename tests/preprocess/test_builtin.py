@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from kiln.preprocess import BUILT_IN, CannyThresholds, run_preprocessor
+from kiln.preprocess import ANNOTATED, BUILT_IN, CannyThresholds, run_preprocessor
 from kiln.protocol.preprocess import ALIASES, GROUPS
 
 
@@ -15,9 +15,10 @@ def scene() -> Image.Image:
     return image
 
 
-def test_every_alias_names_a_group_and_every_built_in_is_a_group():
+def test_every_alias_names_a_group_and_every_group_is_built_in_or_annotated():
     assert set(ALIASES.values()) <= set(GROUPS)
-    assert set(BUILT_IN) <= set(GROUPS)
+    assert set(BUILT_IN) | set(ANNOTATED) == set(GROUPS)
+    assert not set(BUILT_IN) & set(ANNOTATED)
 
 
 def test_each_built_in_keeps_the_size_and_is_deterministic():
