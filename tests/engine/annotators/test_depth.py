@@ -42,9 +42,3 @@ def test_a_folder_that_is_not_a_depth_model_is_model_unavailable(tmp_path: Path)
     with pytest.raises(ModelLoadError, match="'depth' annotator at"):
         annotate("depth", str(tmp_path), Image.new("RGB", (64, 64)), device="cpu")
 
-
-def test_every_annotated_preprocessor_has_a_runner():
-    from kiln.engine.annotators import _RUNNERS
-    from kiln.preprocess import ANNOTATED
-
-    assert set(_RUNNERS) == set(ANNOTATED)
