@@ -69,8 +69,9 @@ def main() -> int:
         torch.set_num_threads(args.threads)
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="kiln-bench-"))
-    (entry, *_) = init_demo_models(Catalog(Database(data_dir / "kiln.sqlite3")), data_dir / "models",
-                                   log=lambda _: None)
+    entry = next(e for e in init_demo_models(Catalog(Database(data_dir / "kiln.sqlite3")),
+                                             data_dir / "models", log=lambda _: None)
+                 if e.air == "kiln:tiny-sd@1")
     server, url = start_server(data_dir)
     direct = StableDiffusionPipeline.from_pretrained(entry.path, local_files_only=True)
     direct.set_progress_bar_config(disable=True)

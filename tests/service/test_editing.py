@@ -96,20 +96,6 @@ def test_loopback_url_is_refused_when_private_urls_are_off(services):
 
 # --- image-to-image ---------------------------------------------------------------------------
 
-def test_higher_strength_moves_further_from_the_seed_image(client):
-    seed, inverse = gradient(), Image.fromarray(255 - np.asarray(gradient()))
-    distances, influence = [], []
-    for strength in (0.2, 0.5, 0.9):
-        out = generate(client, seedImage=b64(seed), strength=strength, steps=10)
-        out_inverse = generate(client, seedImage=b64(inverse), strength=strength, steps=10)
-        distances.append(mean_abs(out, seed))
-        # The tiny model's random VAE blurs every image alike; how much the seed image still
-        # matters shows best as how far two different seed images keep the outputs apart.
-        influence.append(mean_abs(out, out_inverse))
-    assert distances == sorted(distances) and distances[0] < distances[-1]
-    assert influence[0] > 2 * influence[1] > 4 * influence[2]
-
-
 def test_img2img_is_deterministic_by_seed_and_works_on_sdxl(client):
     for model in (SD, SDXL):
         first = generate(client, model=model, seedImage=b64(gradient()), seed=7)

@@ -1,7 +1,9 @@
-"""The demo models a fresh machine gets from `kiln models init`: built offline, registered.
+"""The demo models a fresh machine gets from `kiln models init`, registered without downloads.
 
-The random-weight models draw noise; they exist so every architecture's code path runs
-without downloading anything.
+`kiln:shapes@1` and `kiln:shapes-inpaint@1` were trained by `make demo-model` (see kiln.demo) and
+ship as fp16 folders in this package: they draw coloured shapes as asked. The `tiny-*` models are
+random weights built here on first use: they draw noise and exist so that every architecture's
+code path runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from kiln.models.catalog import Catalog, CatalogEntry, ModelDefaults
 
 BUILD_VERSION = "1"  # bump when a builder changes, so `init` rebuilds existing folders
+TRAINED_DIR = Path(__file__).parent / "trained"
+"""Where the trained demo models ship; `make demo-model` rebuilds them."""
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,7 @@ class DemoModel:
     air: str
     folder: str
     architecture: str
-    builder: str  # name of a function in kiln.engine.demo_models
+    builder: str | None  # a function of kiln.engine.demo_models; None: trained, in TRAINED_DIR
     comment: str
     defaults: ModelDefaults
     type: str | None = "base"  # the catalog's model type, e.g. "inpainting"
@@ -30,6 +34,19 @@ class DemoModel:
 
 
 DEMO_MODELS = (
+    DemoModel(
+        "kiln:shapes@1", "shapes", "sd1x", None,
+        "Trained here on rendered scenes: one circle, square, triangle or star in one of 8 "
+        "colours on a plain background, small or large, in the centre or a corner. 128 px.",
+        ModelDefaults(width=128, height=128, steps=20, cfg=7.0),
+    ),
+    DemoModel(
+        "kiln:shapes-inpaint@1", "shapes-inpaint", "sd1x", None,
+        "The inpainting variant (9-channel UNet) of kiln:shapes@1: repaints a masked region "
+        "with the shape or background asked for. Inpainting and outpainting only.",
+        ModelDefaults(width=128, height=128, steps=20, cfg=7.0),
+        type="inpainting",
+    ),
     DemoModel(
         "kiln:tiny-sd@1", "tiny-sd", "sd1x", "build_tiny_sd",
         "Random weights in the SD 1.x architecture: draws noise; for testing the code path.",
@@ -71,22 +88,31 @@ DEMO_MODELS = (
 
 
 def init_demo_models(catalog: Catalog, models_dir: Path, log: Callable[[str], None] = print) -> list[CatalogEntry]:
-    """Build (if missing or outdated) and register every demo model. Idempotent."""
+    """Register every demo model: the trained ones where they ship, the random-weight ones built
+    into `models_dir` (if missing or outdated). Idempotent."""
     from kiln.engine import demo_models  # imports torch: only the CLI and tests get here
 
     entries = []
     for demo in DEMO_MODELS:
-        folder = models_dir / demo.folder
-        stamp = folder / ".kiln-build"
-        if not (stamp.exists() and stamp.read_text() == BUILD_VERSION):
-            log(f"building {demo.air} in {folder}")
-            getattr(demo_models, demo.builder)(folder)
-            stamp.write_text(BUILD_VERSION)
+        if demo.builder is None:
+            folder = TRAINED_DIR / demo.folder
+            if not (folder / "model_index.json").is_file():
+                raise FileNotFoundError(f"{demo.air} is missing from {folder}: "
+                                        "`make demo-model` trains it")
+            tags: tuple[str, ...] = ("demo", "trained")
+        else:
+            folder = models_dir / demo.folder
+            stamp = folder / ".kiln-build"
+            if not (stamp.exists() and stamp.read_text() == BUILD_VERSION):
+                log(f"building {demo.air} in {folder}")
+                getattr(demo_models, demo.builder)(folder)
+                stamp.write_text(BUILD_VERSION)
+            tags = ("demo", "random-weights")
         entries.append(catalog.add(CatalogEntry(
             air=demo.air, name=demo.folder, version=demo.air.rsplit("@", 1)[1],
             category=demo.category, type=demo.type, architecture=demo.architecture,
             path=str(folder / demo.file if demo.file else folder),
-            tags=("demo", "random-weights"), comment=demo.comment,
+            tags=tags, comment=demo.comment,
             conditioning=demo.conditioning, defaults=demo.defaults,
         )))
     return entries
