@@ -14,6 +14,7 @@ import base64
 import binascii
 import io
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,31 @@ class ResolvedImage:
     format: str = "PNG"
 
 
+class PixelBudget:
+    """The decoded pixels all image inputs of one task may add up to.
+
+    Each image is charged its width × height from its header, before its pixels are decoded, so
+    a task over budget is refused without allocating them: `invalid<Parameter>` naming the input
+    that crossed it, with the budget as `max`. Safe to charge from several threads.
+    """
+
+    def __init__(self, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def charge(self, pixels: int, *, parameter: str) -> None:
+        with self._lock:
+            if self.used + pixels > self.max_pixels:
+                raise InvalidRequestError(
+                    f"'{parameter}' ({pixels} pixels) brings the task's image inputs to "
+                    f"{self.used + pixels} pixels; a task may decode at most {self.max_pixels}: "
+                    f"send smaller or fewer images.",
+                    code=error_code(parameter), parameter=parameter, max=self.max_pixels,
+                )
+            self.used += pixels
+
+
 def error_code(parameter: str) -> str:
     """`seedImage` → `invalidSeedImage`."""
     top = parameter.split(".", 1)[0].split("[", 1)[0]
@@ -57,14 +83,15 @@ def error_code(parameter: str) -> str:
 
 
 async def resolve_image_input(
-    services: Services, value: object, *, parameter: str, owner: str
+    services: Services, value: object, *, parameter: str, owner: str, budget: PixelBudget | None = None
 ) -> ResolvedImage:
     """Decode the image a client gave as `parameter`, or raise a typed error naming it.
 
     Decoding runs on a worker thread. Refused: anything but a non-empty string, an unknown UUID
     (or one of another owner), more than MAX_INPUT_BYTES of data, more than MAX_INPUT_PIXELS
-    pixels (decompression bombs), formats other than PNG/JPG/WEBP, undecodable data, and URLs
-    the outbound policy refuses (private addresses, too slow, too large).
+    pixels (decompression bombs) or more than what is left of the task's `budget`, formats other
+    than PNG/JPG/WEBP, undecodable data, and URLs the outbound policy refuses (private
+    addresses, too slow, too large).
     """
     code = error_code(parameter)
     if not isinstance(value, str) or not value.strip():
@@ -86,12 +113,15 @@ async def resolve_image_input(
         data = await fetch(text, services.outbound, parameter=parameter, code=code)
     else:
         data = _decode_base64(text, parameter, code)
-    image, fmt = await asyncio.to_thread(decode_image_bytes, data, parameter=parameter)
+    image, fmt = await asyncio.to_thread(decode_image_bytes, data, parameter=parameter, budget=budget)
     return ResolvedImage(image, image_uuid, fmt)
 
 
-def decode_image_bytes(data: bytes, *, parameter: str) -> tuple[Image.Image, str]:
-    """Decode PNG/JPG/WEBP `data` under the byte and pixel limits; the image and its format."""
+def decode_image_bytes(
+    data: bytes, *, parameter: str, budget: PixelBudget | None = None
+) -> tuple[Image.Image, str]:
+    """Decode PNG/JPG/WEBP `data` under the byte and pixel limits (and charged to `budget`,
+    when given, before decoding); the image and its format."""
     code = error_code(parameter)
     if len(data) > MAX_INPUT_BYTES:
         raise _too_large(parameter, code)
@@ -108,6 +138,8 @@ def decode_image_bytes(data: bytes, *, parameter: str) -> tuple[Image.Image, str
                 width, height = opened.size
                 if width * height > MAX_INPUT_PIXELS:
                     raise _too_many_pixels(parameter, code, f"{width}x{height}")
+                if budget is not None:
+                    budget.charge(width * height, parameter=parameter)
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
     except InvalidRequestError:

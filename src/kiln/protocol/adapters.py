@@ -15,10 +15,18 @@ from kiln.errors import InvalidRequestError
 from kiln.protocol.validation import Limit, WireModel
 
 CONTROL_MODES = ("balanced", "prompt", "controlnet")
+MAX_CONTROLNETS = 4
+"""Entries of `controlNet[]`: each adds a network and a decoded guide image to the task
+(A1111's Multi-ControlNet defaults to 3 units; hosted APIs take a handful)."""
+MAX_LORAS = 8
+"""Entries of `lora[]`: the LoRAs kept loaded per model (`kiln.engine.loras`), so one request's
+set never evicts itself."""
 PROMPT_WEIGHTINGS = {"compel": "compel", "sdembeds": "sdEmbeds"}
 """Lower-cased wire value (the Python SDK sends "sdembeds") → Kiln's name."""
 
 ADAPTER_LIMITS: dict[str, Limit] = {
+    "controlNet": Limit("array", max=MAX_CONTROLNETS),
+    "lora": Limit("array", max=MAX_LORAS),
     "controlNet[].model": Limit("string"),
     "controlNet[].guideImage": Limit("string"),
     "controlNet[].weight": Limit("float", 0, 1),

@@ -28,6 +28,8 @@ class Limit:
     allowed: tuple[str, ...] | None = None
 
     def describe(self) -> str:
+        if self.type == "array":
+            return f"an array of at most {_num(self.max or 0)} entries"
         parts = [f"a {self.type}" if self.type != "integer" else "an integer"]
         if self.multiple_of:
             parts.append(f"multiple of {self.multiple_of}")
@@ -72,9 +74,23 @@ def _parameter(loc: tuple[Any, ...]) -> str:
     return text
 
 
+def _check_array_lengths(task: dict[str, Any], limits: dict[str, Limit]) -> None:
+    """Refuse a top-level list longer than its `array` limit, before any of its entries is
+    validated or used: `invalid<Param>` with `max`."""
+    for name, limit in limits.items():
+        value = task.get(name)
+        if limit.type == "array" and isinstance(value, list) and len(value) > (limit.max or 0):
+            raise InvalidRequestError(
+                f"Invalid value for '{name}': must be {limit.describe()}; got {len(value)}.",
+                code=f"invalid{_capitalised(name)}", parameter=name, type="array", max=limit.max,
+            )
+
+
 def validate_task(model: type[Model], task: dict[str, Any], limits: dict[str, Limit]) -> Model:
     """Validate `task` against `model`; the first problem becomes an `InvalidRequestError`
-    with code `missing<Param>` or `invalid<Param>` naming the top-level parameter."""
+    with code `missing<Param>` or `invalid<Param>` naming the top-level parameter. Lists over
+    their `array` limit are refused first, whatever their entries hold."""
+    _check_array_lengths(task, limits)
     try:
         return model.model_validate(task)
     except ValidationError as exc:

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from kiln.errors import InvalidRequestError
 from kiln.generation import ControlNetInput, GenerationRequest, LoraInput, ModelSpec
-from kiln.media.inputs import resolve_image_input
+from kiln.media.inputs import PixelBudget, resolve_image_input
 from kiln.models import CatalogEntry
 from kiln.protocol.adapters import control_window, lora_weights
 from kiln.protocol.image_inference import ImageInferenceTask
@@ -21,17 +21,18 @@ from kiln.service.services import Services
 
 async def with_adapters(
     services: Services, task: ImageInferenceTask, checkpoint: CatalogEntry,
-    request: GenerationRequest, owner: str,
+    request: GenerationRequest, owner: str, budget: PixelBudget | None = None,
 ) -> GenerationRequest:
-    """`request` with the task's ControlNets (guide images decoded to RGB), LoRAs (weights
-    scaled to sum 1) and prompt weighting. Raises typed errors naming the entry at fault."""
+    """`request` with the task's ControlNets (guide images decoded to RGB, charged to `budget`),
+    LoRAs (weights scaled to sum 1) and prompt weighting. Raises typed errors naming the entry
+    at fault."""
     controlnets = []
     for index, item in enumerate(task.controlNet):
         parameter = f"controlNet[{index}]"
         model = _adapter(services, item.model, f"{parameter}.model", "controlnet", checkpoint)
         start, end = control_window(item, index, request.steps)
         guide = await resolve_image_input(
-            services, item.guideImage, parameter=f"{parameter}.guideImage", owner=owner
+            services, item.guideImage, parameter=f"{parameter}.guideImage", owner=owner, budget=budget
         )
         controlnets.append(ControlNetInput(
             model=model,

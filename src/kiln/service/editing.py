@@ -16,7 +16,7 @@ from PIL import Image, ImageChops
 from kiln.errors import InvalidRequestError
 from kiln.generation import GenerationRequest
 from kiln.media import compose
-from kiln.media.inputs import resolve_image_input
+from kiln.media.inputs import PixelBudget, resolve_image_input
 from kiln.models import CatalogEntry
 from kiln.protocol.image_inference import ImageInferenceTask
 from kiln.service.services import Services
@@ -38,20 +38,22 @@ class EditPlan:
 
 async def plan_edit(
     services: Services, task: ImageInferenceTask, entry: CatalogEntry,
-    request: GenerationRequest, owner: str,
+    request: GenerationRequest, owner: str, budget: PixelBudget | None = None,
 ) -> EditPlan:
     """The plan for `task`: text-to-image as `request` is, or the editing mode its images ask for.
 
-    Image inputs are resolved (and may raise their typed errors); the pixel work runs off the
-    event loop.
+    Image inputs are resolved, charged to `budget` (and may raise their typed errors); the pixel
+    work runs off the event loop.
     """
     if task.seedImage is None:
         _check_text_model(task, entry)
         return EditPlan(request)
-    seed = await resolve_image_input(services, task.seedImage, parameter="seedImage", owner=owner)
+    seed = await resolve_image_input(services, task.seedImage, parameter="seedImage", owner=owner, budget=budget)
     mask = None
     if task.maskImage is not None:
-        resolved = await resolve_image_input(services, task.maskImage, parameter="maskImage", owner=owner)
+        resolved = await resolve_image_input(
+            services, task.maskImage, parameter="maskImage", owner=owner, budget=budget
+        )
         mask = resolved.image
     return await asyncio.to_thread(_plan, task, entry, request, seed.image, mask)
 

@@ -11,6 +11,7 @@ from kiln.errors import InvalidRequestError
 from kiln.generation import GenerationRequest
 from kiln.keys import Principal
 from kiln.media import OUTPUT_FORMATS, encode_image
+from kiln.media.inputs import PixelBudget
 from kiln.models import CatalogEntry
 from kiln.protocol.image_inference import ImageInferenceTask, parse_image_inference
 from kiln.schedulers import DEFAULT_SCHEDULER
@@ -69,10 +70,11 @@ class ImageInferenceHandler:
                 code="invalidModel",
                 parameter="model",
             )
+        budget = PixelBudget(self._services.settings.max_input_pixels_per_task)
         request = await with_adapters(
-            self._services, task, entry, build_generation_request(task, entry), principal.key_id
+            self._services, task, entry, build_generation_request(task, entry), principal.key_id, budget
         )
-        plan = await plan_edit(self._services, task, entry, request, principal.key_id)
+        plan = await plan_edit(self._services, task, entry, request, principal.key_id, budget)
         request = plan.request
         images = self._services.executor.generate(request)
         index = 0
