@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import uvicorn
 
+from kiln.cli import main
 from kiln.keys import KeyStore
 from kiln.models import Catalog
 from kiln.storage import Database
@@ -115,3 +120,27 @@ def test_kiln_demo_reaches_the_training_tools(tmp_path):
     result = kiln(tmp_path, "demo", "--help")
     assert result.returncode == 0
     assert "train-inpaint" in result.stdout
+
+
+def test_serve_prints_a_new_key_once_then_only_where_it_is_kept(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    # as if the process stopped right after writing: the file must be private from its creation
+    monkeypatch.setattr(Path, "chmod", lambda *args, **kwargs: None)
+    umask = os.umask(0o022)
+    try:
+        assert main(["--data-dir", str(tmp_path), "serve"]) == 0
+        first = capsys.readouterr().out
+        assert main(["--data-dir", str(tmp_path), "serve"]) == 0
+        second = capsys.readouterr().out
+    finally:
+        os.umask(umask)
+    path = (tmp_path / "dev-api-key").resolve()
+    key = path.read_text().strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first.count(key) == 1
+    assert key not in second and str(path) in second
+    # the example still sends the key: run it in bash with curl and python3 stubbed out
+    (curl,) = [line for line in second.splitlines() if line.strip().startswith("curl ")]
+    stubs = 'curl() { printf "%s\\n" "$@"; }; python3() { echo 0c4f1b5e-0000-4000-8000-000000000000; }\n'
+    args = subprocess.run(["bash", "-c", stubs + curl], capture_output=True, text=True, timeout=30).stdout
+    assert f"Authorization: Bearer {key}" in args.splitlines()

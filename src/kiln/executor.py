@@ -59,6 +59,15 @@ class InProcessExecutor:
             self._engine = self._engine_factory()
         return self._engine
 
+    @property
+    def started(self) -> bool:
+        """Whether the engine is built (by `start`, `warm` or a first request)."""
+        return self._engine is not None
+
+    async def start(self) -> None:
+        """Build the engine on the worker thread now rather than on the first request."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._engine_instance)
+
     async def warm(self, model: ModelSpec) -> None:
         """Import the engine and load `model` ahead of the first request."""
         await asyncio.get_running_loop().run_in_executor(

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import os
+
+import pytest
+from PIL import Image
+
 from tests.conftest import API_KEY, inference, new_uuid, post
+from tests.server.hostile import HOSTILE_BODIES, PAIRED_SURROGATES
 
 
 def test_malformed_json_is_a_typed_400(client):
@@ -113,3 +122,47 @@ def test_an_oversized_body_is_413(client, services, monkeypatch):
 
 def test_health(client):
     assert client.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("name", HOSTILE_BODIES)
+def test_hostile_bodies_get_a_typed_400(client, name):
+    response = client.post("/v1", content=HOSTILE_BODIES[name].encode(),
+                           headers={"Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 400, response.text[:500]
+    (error,) = response.json()["errors"]
+    assert error["code"] in {"invalidJSON", "invalidRequestBody"} and error["message"]
+    assert len(response.content) < 2000
+
+
+def test_escaped_surrogate_pairs_are_valid_unicode(client):
+    response = client.post("/v1", content=PAIRED_SURROGATES.encode(),
+                           headers={"Authorization": f"Bearer {API_KEY}"})
+    assert response.json()["errors"][0]["code"] == "taskNotFound"
+
+
+def test_an_authentication_task_first_carries_a_large_body(client):
+    # without a header the key is read from the first task; the rest of the body may be large
+    noise = Image.frombytes("RGB", (256, 256), os.urandom(256 * 256 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    upload = {"taskType": "imageUpload", "taskUUID": new_uuid(),
+              "image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
+    body = [{"taskType": "authentication", "apiKey": API_KEY}, upload]
+    assert len(json.dumps(body)) > 128 * 1024
+    response = post(client, body, key=None)
+    assert response.status_code == 200, response.text
+    auth, uploaded = response.json()["data"]
+    assert auth["taskType"] == "authentication" and uploaded["taskUUID"] == upload["taskUUID"]
+
+
+def test_without_a_header_a_large_body_must_start_with_authentication(client):
+    body = [inference(), {"taskType": "authentication", "apiKey": API_KEY}, "x" * (128 * 1024)]
+    response = post(client, body, key=None)
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["code"] == "missingApiKey"
+
+
+def test_a_wrong_key_is_refused_before_the_body_is_parsed(client):
+    response = client.post("/v1", content=b"[" * 100_000, headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["code"] == "invalidApiKey"

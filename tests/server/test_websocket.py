@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
 from tests.conftest import API_KEY, inference
+from tests.server.hostile import HOSTILE_BODIES
 
 
 def auth(ws, key=API_KEY):
@@ -95,3 +99,32 @@ def test_a_ping_during_a_generation_is_answered_before_it_ends(client):
     assert first_image["data"][0]["taskUUID"] == slow["taskUUID"]
     assert after_ping[0] == {"data": [{"taskType": "ping", "pong": True}]}
     assert all(m["data"][0]["taskUUID"] == slow["taskUUID"] for m in after_ping[1:])
+
+
+def test_a_large_frame_before_authentication_is_refused_and_the_socket_closed(client):
+    with client.websocket_connect("/v1") as ws:
+        ws.send_text(json.dumps([inference(positivePrompt="x" * (128 * 1024))]))
+        (error,) = ws.receive_json()["errors"]
+        ws.send_text(json.dumps([{"taskType": "ping", "ping": True}]))
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert (error["code"], error["taskType"]) == ("payloadTooLarge", "authentication")
+    assert closed.value.code == 1009
+
+
+def test_large_frames_are_taken_once_authenticated(client):
+    with client.websocket_connect("/v1") as ws:
+        auth(ws)
+        ws.send_text(json.dumps([{"taskType": "ping", "ping": True, "padding": "x" * (1024 * 1024)}]))
+        assert ws.receive_json() == {"data": [{"taskType": "ping", "pong": True}]}
+
+
+@pytest.mark.parametrize("name", HOSTILE_BODIES)
+def test_hostile_frames_get_a_typed_error_and_the_session_survives(client, name):
+    with client.websocket_connect("/v1") as ws:
+        auth(ws)
+        ws.send_text(HOSTILE_BODIES[name])
+        (error,) = ws.receive_json()["errors"]
+        ws.send_text(json.dumps([{"taskType": "ping", "ping": True}]))
+        assert ws.receive_json()["data"][0]["pong"] is True
+    assert error["code"] in {"invalidJSON", "invalidRequestBody"} and error["message"]

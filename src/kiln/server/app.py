@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -14,16 +14,27 @@ from starlette.websockets import WebSocket
 
 from kiln import __version__
 from kiln.media.encoding import MIME_BY_EXTENSION
+from kiln.server.readiness import Readiness
 from kiln.server.rest import handle_rest
 from kiln.server.websocket import WebSocketSession
 from kiln.service import Dispatcher, Services
 
 _MEDIA_NAME = re.compile(r"^([0-9a-f-]{36})\.(png|jpg|webp)$")
+# the bytes under a media URL never change: caches may keep them for a year without asking again
+_MEDIA_HEADERS = {
+    "Cache-Control": "public, max-age=31536000, immutable",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
-def create_app(services: Services) -> Starlette:
-    """The Kiln ASGI app over `services` (closed when the app shuts down)."""
+def create_app(services: Services, preload: Sequence[str] = ()) -> Starlette:
+    """The Kiln ASGI app over `services` (closed when the app shuts down).
+
+    On start the engine is built and the models of `preload` (AIRs) are loaded in the
+    background; `GET /ready` answers 503 until both are done.
+    """
     dispatcher = Dispatcher(services)
+    readiness = Readiness(services, preload)
 
     async def rest(request: Request) -> Response:
         return await handle_rest(request, dispatcher)
@@ -36,10 +47,14 @@ def create_app(services: Services) -> Starlette:
         stored = services.images.get(match[1]) if match else None
         if stored is None or stored.extension != match[2]:  # type: ignore[index]
             return JSONResponse({"errors": [{"code": "notFound", "message": "No such image."}]}, 404)
-        return FileResponse(stored.path, media_type=MIME_BY_EXTENSION[stored.extension])
+        return FileResponse(stored.path, media_type=MIME_BY_EXTENSION[stored.extension], headers=_MEDIA_HEADERS)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
+
+    async def ready(request: Request) -> Response:
+        is_ready, body = readiness.report()
+        return JSONResponse(body, status_code=200 if is_ready else 503)
 
     async def metrics(request: Request) -> Response:
         body, content_type = dispatcher.metrics.exposition()
@@ -47,7 +62,9 @@ def create_app(services: Services) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        readiness.start()
         yield
+        readiness.stop()
         services.close()
 
     return Starlette(
@@ -58,6 +75,7 @@ def create_app(services: Services) -> Starlette:
             WebSocketRoute("/", websocket),
             Route("/media/{name}", media, methods=["GET", "HEAD"]),
             Route("/health", health),
+            Route("/ready", ready),
             Route("/metrics", metrics),
         ],
         lifespan=lifespan,

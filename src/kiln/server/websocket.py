@@ -1,25 +1,34 @@
 """The WebSocket transport: authentication first, then many tasks in flight per socket.
 
 The read loop never waits for a task: pings are answered inline, every other task runs in its
-own coroutine, and results are sent as each is ready (one message per result or error).
+own coroutine, and results are sent as each is ready (one message per result or error). Until
+the socket is authenticated it takes only frames of `UNAUTHENTICATED_FRAME_BYTES`; a larger one
+is answered `payloadTooLarge` and the socket closed (1009), without parsing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from kiln.errors import KilnError
+from kiln.errors import KilnError, PayloadTooLargeError
 from kiln.keys import Principal
-from kiln.protocol.envelope import data_message, parse_body, peek_header
+from kiln.protocol.envelope import data_message, peek_header
 from kiln.server.auth import AUTH_HEADER, authenticate_task, missing_key
+from kiln.server.parsing import parse_tasks
 from kiln.service import Dispatcher, Reply
 
 log = logging.getLogger(__name__)
+
+UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
+"""The largest frame (in characters of a text frame, bytes of a binary one) taken before the
+socket is authenticated: an authentication task or a ping needs a few hundred."""
+MESSAGE_TOO_BIG = 1009
 
 
 class WebSocketSession:
@@ -50,16 +59,32 @@ class WebSocketSession:
                 if frame["type"] == "websocket.disconnect":
                     break
                 raw = frame.get("text") if frame.get("text") is not None else frame.get("bytes")
-                if raw is not None:
-                    await self._handle_frame(raw)
+                if raw is None:
+                    continue
+                if self._principal is None and len(raw) > UNAUTHENTICATED_FRAME_BYTES:
+                    await self._refuse_unauthenticated(len(raw))
+                    break
+                await self._handle_frame(raw)
         except WebSocketDisconnect:
             pass
         finally:
             self._open = False
 
+    async def _refuse_unauthenticated(self, size: int) -> None:
+        error = PayloadTooLargeError(
+            f"This frame has {size} bytes; until the socket is authenticated frames may carry "
+            f"at most {UNAUTHENTICATED_FRAME_BYTES}. Send [{{\"taskType\": \"authentication\", "
+            "\"apiKey\": \"...\"}] first.",
+            code="payloadTooLarge",
+        )
+        await self.send(Reply.error(error, AUTH_HEADER))
+        self._open = False
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await self._ws.close(MESSAGE_TOO_BIG)
+
     async def _handle_frame(self, raw: str | bytes) -> None:
         try:
-            tasks = parse_body(raw)
+            tasks = await parse_tasks(raw)
             self._dispatcher.check_request_size(tasks)
         except KilnError as error:
             await self.send(Reply.error(error))
