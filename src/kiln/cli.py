@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -34,26 +35,36 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _dev_key(settings: Settings, keys) -> str | None:  # type: ignore[no-untyped-def]
-    """Create a first key when none exists; keep it in the data dir for the local example."""
-    path = settings.data_dir / DEV_KEY_FILE
+    """What the example request puts after `Bearer `: a shell expression that reads the dev key
+    from its file (so the key itself is never printed twice), or None without a valid key file.
+
+    When no key exists, creates one, prints it this once and keeps it in the data directory in a
+    file created with mode 0600 (never readable by others, not even for a moment); later starts
+    print only where it is kept.
+    """
+    path = (settings.data_dir / DEV_KEY_FILE).resolve()
     if not keys.any_exists():
         key = keys.create("dev")
-        path.write_text(key + "\n")
-        path.chmod(0o600)
-        print(f"Created the first API key (saved in {path}):\n  {key}\n")
+        path.unlink(missing_ok=True)  # O_CREAT keeps the mode of a file that exists
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(key + "\n")
+        print(f"Created the first API key, shown this once (kept in {path}, readable only by you):\n  {key}\n")
+    elif path.exists():
+        print(f"API key: the one kept in {path}")
     if path.exists() and keys.authenticate(path.read_text().strip()):
-        return path.read_text().strip()
-    return settings.api_keys[0] if settings.api_keys else None
+        # ends and restarts the single quotes that example_request puts around the header
+        return "'\"$(cat " + shlex.quote(str(path)) + ")\"'"
+    return None
 
 
 def example_request(base_url: str, api_key: str) -> str:
-    """A curl command for bash that generates a picture with the default demo model."""
+    """A curl command for bash that draws a picture with the trained demo model `kiln:shapes@1`."""
     # closes the single-quoted JSON, substitutes a fresh UUID, reopens it
     fresh_uuid = "'\"$(python3 -c 'import uuid; print(uuid.uuid4())')\"'"
     task = (
         '[{"taskType": "imageInference", "taskUUID": "' + fresh_uuid + '", '
-        '"model": "kiln:tiny-sd@1", "positivePrompt": "a red circle on a blue background", '
-        '"width": 128, "height": 128, "steps": 4, "outputType": "URL", "outputFormat": "PNG"}]'
+        '"model": "kiln:shapes@1", "positivePrompt": "a yellow circle on a blue background", '
+        '"outputType": "URL", "outputFormat": "PNG"}]'
     )
     return (
         f"  curl -s {base_url}/v1 -H 'Authorization: Bearer {api_key}' "
@@ -64,6 +75,7 @@ def example_request(base_url: str, api_key: str) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from kiln.logs import logging_config
     from kiln.server import create_app
     from kiln.service import Services
 
@@ -74,7 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print("Try it (each run sends a fresh taskUUID):\n" + example_request(settings.base_url, key) + "\n", flush=True)
     uvicorn.run(
         create_app(services), host=settings.host, port=settings.port,
-        ws_max_size=settings.max_body_bytes * 2, log_level="info",
+        ws_max_size=settings.max_body_bytes * 2,
+        log_config=logging_config(settings.log_format),
     )
     return 0
 
@@ -97,6 +110,22 @@ def cmd_keys_usage(args: argparse.Namespace) -> int:
     print(f"{'key':14} {'name':16} {'images':>8} {'cost (USD)':>14}")
     for usage in keys.usage():
         print(f"{usage.key_id[:12]}…  {usage.name:16} {usage.images:8d} {usage.cost:14.8f}")
+    return 0
+
+
+def cmd_media_prune(args: argparse.Namespace) -> int:
+    from kiln.media import ImageStore
+    from kiln.service.retention import Retention
+    from kiln.service.task_registry import TaskRegistry
+    from kiln.storage import Database
+
+    settings = _settings(args)
+    db = Database(settings.database_path)
+    images = ImageStore(db, settings.media_dir)
+    media_ttl_s = settings.media_ttl_s if args.older_than is None else args.older_than
+    purged = Retention(images, TaskRegistry(db, images, settings.task_ttl_s), media_ttl_s).purge()
+    print(f"deleted {purged.images} images stored more than {media_ttl_s:g} s ago and "
+          f"{purged.tasks} expired task records")
     return 0
 
 
@@ -172,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_keys_create)
     keys.add_parser("list", help="list stored keys").set_defaults(func=cmd_keys_list)
     keys.add_parser("usage", help="images generated and their cost, per key").set_defaults(func=cmd_keys_usage)
+
+    media = sub.add_parser("media", help="stored images").add_subparsers(dest="media", required=True)
+    prune = media.add_parser("prune", help="delete expired images and task records now "
+                             "(a running server does it every minute)")
+    prune.add_argument("--older-than", type=float, metavar="SECONDS",
+                       help="delete images stored before this many seconds ago "
+                       "(default KILN_MEDIA_TTL)")
+    prune.set_defaults(func=cmd_media_prune)
 
     models = sub.add_parser("models", help="manage the model catalog").add_subparsers(dest="models", required=True)
     models.add_parser("init", help="build and register the demo models").set_defaults(func=cmd_models_init)

@@ -36,11 +36,13 @@ _NUMERIC_VARIABLES: tuple[tuple[str, str, type], ...] = (
     ("max_body_bytes", "KILN_MAX_BODY_BYTES", int),
     ("max_tasks_per_request", "KILN_MAX_TASKS_PER_REQUEST", int),
     ("task_ttl_s", "KILN_TASK_TTL", float),
+    ("media_ttl_s", "KILN_MEDIA_TTL", float),
     ("delivery_attempts", "KILN_DELIVERY_ATTEMPTS", int),
     ("delivery_backoff_s", "KILN_DELIVERY_BACKOFF", float),
     ("delivery_timeout_s", "KILN_DELIVERY_TIMEOUT", float),
     ("max_results_in_flight_per_key", "KILN_MAX_RESULTS_IN_FLIGHT_PER_KEY", int),
     ("max_queued_tasks", "KILN_MAX_QUEUED_TASKS", int),
+    ("max_input_pixels_per_task", "KILN_MAX_INPUT_PIXELS_PER_TASK", int),
     ("nsfw_threshold", "KILN_NSFW_THRESHOLD", float),
 )
 
@@ -62,15 +64,26 @@ class Settings:
     prices: Prices = field(default_factory=Prices)
     # delivery (README: Delivery)
     task_ttl_s: float = 24 * 3600
+    media_ttl_s: float = 7 * 24 * 3600  # images (generated and uploaded) are deleted after this
     delivery_attempts: int = 5
     delivery_backoff_s: float = 1.0
     delivery_timeout_s: float = 30.0
     # admission limits (README: Limits)
     max_results_in_flight_per_key: int = 40
     max_queued_tasks: int = 256
+    max_input_pixels_per_task: int = 4 * 4096 * 4096  # decoded pixels of all image inputs of a task
     # NSFW check
     nsfw_classes: tuple[str, ...] = NSFW_CLASSES
     nsfw_threshold: float = 0.5
+    log_format: str = "text"  # or "json": one object a line (kiln.logs)
+
+    def __post_init__(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"KILN_LOG_FORMAT must be text or json, not {self.log_format!r}")
+        if self.media_ttl_s < self.task_ttl_s:
+            raise ValueError(
+                f"KILN_MEDIA_TTL ({self.media_ttl_s:g} s) must be at least KILN_TASK_TTL "
+                f"({self.task_ttl_s:g} s): getResponse answers with the images of a task record")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -92,6 +105,8 @@ class Settings:
             values["allow_private_urls"] = _env_bool(env["KILN_ALLOW_PRIVATE_URLS"])
         if env.get("KILN_DEVICE"):
             values["device"] = env["KILN_DEVICE"]
+        if env.get("KILN_LOG_FORMAT"):
+            values["log_format"] = env["KILN_LOG_FORMAT"].strip().lower()
         if env.get("KILN_TORCH_THREADS"):
             values["torch_threads"] = int(env["KILN_TORCH_THREADS"])
         prices = {

@@ -1,7 +1,8 @@
 """The image store: encoded images on local disk, indexed in the database with their owner.
 
 A UUID is only visible to the key that owns it; another key's UUID is answered exactly as an
-unknown one, so keys cannot probe each other's images.
+unknown one, so keys cannot probe each other's images. Images are kept until `purge` removes
+them (the server's retention does, `media_ttl_s` after they were stored).
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ class StoredImage:
 
 class ImageStore:
     def __init__(self, db: Database, root: Path) -> None:
+        """Open the store in `root`; files half-written by a process that stopped mid-write
+        (`*.part`) are deleted."""
         self._db = db
         self._root = root
         root.mkdir(parents=True, exist_ok=True)
+        for partial in root.glob("*.part"):
+            partial.unlink(missing_ok=True)
 
     def put(
         self, data: bytes, *, owner: str, extension: str, width: int, height: int, origin: str
@@ -46,6 +51,24 @@ class ImageStore:
             (image_uuid, owner, extension, width, height, origin, time.time()),
         )
         return StoredImage(image_uuid, owner, extension, width, height, path)
+
+    def purge(self, created_before: float, batch: int = 500) -> int:
+        """Delete the images stored before `created_before` (epoch seconds): the index row
+        first, so a UUID is unknown before its file goes. Returns how many were deleted."""
+        deleted = 0
+        while True:
+            rows = self._db.query(
+                "SELECT image_uuid, format FROM images WHERE created_at < ? LIMIT ?",
+                (created_before, batch),
+            )
+            if not rows:
+                return deleted
+            with self._db.transaction() as conn:
+                conn.executemany("DELETE FROM images WHERE image_uuid = ?",
+                                 [(row["image_uuid"],) for row in rows])
+            for row in rows:
+                (self._root / f"{row['image_uuid']}.{row['format']}").unlink(missing_ok=True)
+            deleted += len(rows)
 
     def get(self, image_uuid: str, owner: str | None = None) -> StoredImage | None:
         """The image, if it exists (and, when `owner` is given, belongs to that owner)."""

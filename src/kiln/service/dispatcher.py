@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from kiln.errors import InvalidRequestError, KilnError, RateLimitError, UnsupportedError
 from kiln.keys import Principal
+from kiln.logs import log_task
 from kiln.protocol.envelope import (
     TaskHeader,
     data_message,
@@ -153,11 +154,13 @@ class Dispatcher:
         Background tasks (async, webhook) return after the acknowledgement.
         """
         header = peek_header(task)
+        started = time.monotonic()
         try:
             header = read_header(task)
             if header.task_type == "ping":
                 self.metrics.reply("ping")
                 await emit(Reply(data_message({"taskType": "ping", "pong": True})))
+                log_task(None, "ping", principal.key_id, "success", time.monotonic() - started)
                 return
             if header.task_type == "authentication":
                 raise InvalidRequestError(
@@ -170,6 +173,8 @@ class Dispatcher:
                 reply = self._get_response(header.task_uuid, principal)
                 self.metrics.reply("getResponse")
                 await emit(Reply(reply))
+                log_task(header.task_uuid, "getResponse", principal.key_id, "success",
+                         time.monotonic() - started)
                 return
             handler = self._handler(header.task_type)
             validate = getattr(handler, "validate", None)
@@ -182,15 +187,16 @@ class Dispatcher:
             except BaseException:
                 ticket.release()
                 raise
-        except KilnError as error:
+        except Exception as exc:
+            if isinstance(exc, KilnError):
+                error = exc
+            else:
+                log.exception("task %s failed unexpectedly", header.task_uuid)
+                error = KilnError("Internal error while running the task.")
             self.metrics.reply(header.task_type, error.code)
             await emit(Reply.error(error, header))
-            return
-        except Exception:
-            log.exception("task %s failed unexpectedly", header.task_uuid)
-            internal = KilnError("Internal error while running the task.")
-            self.metrics.reply(header.task_type, internal.code)
-            await emit(Reply.error(internal, header))
+            log_task(header.task_uuid, header.task_type, principal.key_id, error.code,
+                     time.monotonic() - started)
             return
         run = _Run(header, principal, options, ticket)
         if options.background:
@@ -218,6 +224,7 @@ class Dispatcher:
         when the database is still open; a killed one is answered as interrupted later."""
         tasks = self.services.tasks
         finished = False
+        outcome = "success"  # or the code of the task's first error
         started = time.monotonic()
         self.metrics.in_flight.inc()
         try:
@@ -226,6 +233,8 @@ class Dispatcher:
                 upload_error = await self._upload(item, run)
                 tasks.add_item(run.owner, run.task_uuid, item)
                 if upload_error is not None:
+                    if outcome == "success":
+                        outcome = upload_error.code
                     await self._fail(upload_error, run, emit)
                     continue
                 self.metrics.reply(run.header.task_type)
@@ -233,12 +242,15 @@ class Dispatcher:
                     await emit(Reply(data_message(item)))
                 self._post(data_message({**item, "status": "success"}), run)
             finished = True
-        except KilnError as error:
+        except Exception as exc:
+            if isinstance(exc, KilnError):
+                error = exc
+            else:
+                log.exception("task %s failed unexpectedly", run.task_uuid)
+                error = KilnError("Internal error while running the task.")
+            if outcome == "success":
+                outcome = error.code
             await self._fail(error, run, emit)
-            finished = True
-        except Exception:
-            log.exception("task %s failed unexpectedly", run.task_uuid)
-            await self._fail(KilnError("Internal error while running the task."), run, emit)
             finished = True
         except asyncio.CancelledError:
             cancelled = KilnError(
@@ -246,6 +258,7 @@ class Dispatcher:
                 "new taskUUID.",
                 code="taskCancelled",
             )
+            outcome = cancelled.code
             with contextlib.suppress(Exception):
                 tasks.add_error(run.owner, run.task_uuid, error_object(cancelled, run.header))
                 tasks.finish(run.owner, run.task_uuid)
@@ -256,6 +269,8 @@ class Dispatcher:
                 self.metrics.ran(run.header.task_type, time.monotonic() - started)
             self.metrics.in_flight.dec()
             run.ticket.release()
+            log_task(run.task_uuid, run.header.task_type, run.owner, outcome,
+                     time.monotonic() - started)
 
     async def _upload(self, item: dict[str, Any], run: _Run) -> KilnError | None:
         """PUT the item's image (a generated image or a guide) to `uploadEndpoint`; the error if

@@ -1,4 +1,5 @@
-"""The long-lived services a running Kiln shares: database, keys, catalog, images, executor."""
+"""The long-lived services a running Kiln shares: database, keys, catalog, images, executor,
+retention."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from kiln.media import ImageStore
 from kiln.media.outbound import OutboundPolicy
 from kiln.models import Catalog
 from kiln.safety import NSFWChecker
+from kiln.service.retention import Retention
 from kiln.service.task_registry import TaskRegistry
 from kiln.settings import Settings
 from kiln.storage import Database
@@ -25,20 +27,26 @@ class Services:
     tasks: TaskRegistry
     executor: InProcessExecutor
     nsfw: NSFWChecker
+    retention: Retention
 
     @classmethod
     def open(cls, settings: Settings, executor: InProcessExecutor | None = None) -> Services:
-        """Open the data directory of `settings` (created if missing)."""
+        """Open the data directory of `settings` (created if missing) and start its retention."""
         db = Database(settings.database_path)
+        images = ImageStore(db, settings.media_dir)
+        tasks = TaskRegistry(db, images, settings.task_ttl_s)
+        retention = Retention(images, tasks, settings.media_ttl_s)
+        retention.start()
         return cls(
             settings=settings,
             db=db,
             keys=KeyStore(db, settings.api_keys),
             catalog=Catalog(db),
-            images=ImageStore(db, settings.media_dir),
-            tasks=TaskRegistry(db, settings.task_ttl_s),
+            images=images,
+            tasks=tasks,
             executor=executor or InProcessExecutor(default_engine_factory(settings.device, settings.torch_threads)),
             nsfw=NSFWChecker(settings.nsfw_classes, settings.nsfw_threshold),
+            retention=retention,
         )
 
     @property
@@ -54,5 +62,6 @@ class Services:
         )
 
     def close(self) -> None:
+        self.retention.stop()
         self.executor.close()
         self.db.close()
