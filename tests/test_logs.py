@@ -50,13 +50,14 @@ def test_every_task_gets_a_line_with_its_outcome_and_never_the_key(client, task_
     assert by_uuid[good["taskUUID"]]["durationMs"] > by_uuid[bad["taskUUID"]]["durationMs"]
 
 
-def test_kiln_serve_logs_json_lines_when_asked(tmp_path):
+def test_kiln_serve_logs_json_lines_and_preloads_when_asked(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "KILN_LOG_FORMAT": "json", "KILN_API_KEYS": API_KEY,
            "KILN_DATA_DIR": str(tmp_path), "KILN_PORT": str(port), "KILN_TORCH_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "kiln.cli", "serve"], env=env, text=True,
+    server = subprocess.Popen([sys.executable, "-m", "kiln.cli", "serve", "--preload", "kiln:none@1"],
+                              env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -69,6 +70,12 @@ def test_kiln_serve_logs_json_lines_when_asked(tmp_path):
                 pass
             assert server.poll() is None and time.monotonic() < deadline, "kiln serve did not start"
             time.sleep(0.2)
+        deadline = time.monotonic() + 60
+        while (ready := httpx.get(f"{base}/ready").json())["checks"]["models"]["kiln:none@1"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert ready["status"] == "unavailable"  # the preloaded model is not in the catalog
+        assert ready["checks"]["models"]["kiln:none@1"].startswith("failed")
         task_uuid = new_uuid()
         httpx.post(f"{base}/v1", headers={"Authorization": f"Bearer {API_KEY}"},
                    json=[{"taskType": "modelSearch", "taskUUID": task_uuid}])

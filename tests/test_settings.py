@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kiln.settings import Settings
 
 
@@ -39,3 +41,12 @@ def test_delivery_limits_and_nsfw_variables():
     assert (settings.max_queued_tasks, settings.max_tasks_per_request) == (16, 4)
     assert settings.nsfw_classes == ("BELLY_EXPOSED", "FEET_EXPOSED")
     assert settings.nsfw_threshold == 0.7
+
+
+def test_preloaded_models_and_log_format():
+    settings = Settings.from_env({"KILN_PRELOAD_MODELS": "kiln:shapes@1, civitai:1@2",
+                                  "KILN_LOG_FORMAT": "JSON"})
+    assert settings.preload_models == ("kiln:shapes@1", "civitai:1@2")
+    assert settings.log_format == "json"
+    with pytest.raises(ValueError, match="KILN_LOG_FORMAT"):
+        Settings.from_env({"KILN_LOG_FORMAT": "xml"})

@@ -21,6 +21,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         public_url=getattr(args, "public_url", None),
         allow_private_urls=True if getattr(args, "allow_private_urls", False) else None,
         device=getattr(args, "device", None),
+        preload_models=tuple(args.preload) if getattr(args, "preload", None) else None,
     )
 
 
@@ -85,7 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"Kiln listening on {settings.base_url} (WebSocket {settings.base_url.replace('http', 'ws', 1)}/v1)")
     print("Try it (each run sends a fresh taskUUID):\n" + example_request(settings.base_url, key) + "\n", flush=True)
     uvicorn.run(
-        create_app(services), host=settings.host, port=settings.port,
+        create_app(services, preload=settings.preload_models), host=settings.host, port=settings.port,
         ws_max_size=settings.max_body_bytes * 2,
         log_config=logging_config(settings.log_format),
     )
@@ -193,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", help="base of imageURLs (env KILN_PUBLIC_URL)")
     serve.add_argument("--allow-private-urls", action="store_true")
     serve.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    serve.add_argument("--preload", action="append", metavar="AIR",
+                       help="load this model at start, before /ready answers 200 (repeatable; "
+                       "env KILN_PRELOAD_MODELS, comma-separated)")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)

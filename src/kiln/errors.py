@@ -9,6 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 
+def echoed(value: Any, limit: int = 100) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters: a client's 30 MB value is
+    never sent back whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 class KilnError(Exception):
     """Base of all errors Kiln reports to clients."""
 

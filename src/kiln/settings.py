@@ -75,6 +75,7 @@ class Settings:
     # NSFW check
     nsfw_classes: tuple[str, ...] = NSFW_CLASSES
     nsfw_threshold: float = 0.5
+    preload_models: tuple[str, ...] = ()  # AIRs loaded at start; /ready waits for them
     log_format: str = "text"  # or "json": one object a line (kiln.logs)
 
     def __post_init__(self) -> None:
@@ -105,6 +106,9 @@ class Settings:
             values["allow_private_urls"] = _env_bool(env["KILN_ALLOW_PRIVATE_URLS"])
         if env.get("KILN_DEVICE"):
             values["device"] = env["KILN_DEVICE"]
+        if env.get("KILN_PRELOAD_MODELS"):
+            values["preload_models"] = tuple(
+                air.strip() for air in env["KILN_PRELOAD_MODELS"].split(",") if air.strip())
         if env.get("KILN_LOG_FORMAT"):
             values["log_format"] = env["KILN_LOG_FORMAT"].strip().lower()
         if env.get("KILN_TORCH_THREADS"):

@@ -119,3 +119,11 @@ def test_sdxl_architecture(client):
 def test_success_items_never_carry_error_fields(client):
     (item,) = generate(client)
     assert not {"code", "error", "errorId"} & item.keys()
+
+
+def test_an_invalid_value_is_echoed_cut_short(client):
+    huge = "x" * 1_000_000
+    for task in (inference(width=huge), inference(taskUUID=huge), inference(deliveryMethod=huge)):
+        [error] = post(client, [task]).json()["errors"]
+        assert error["code"].startswith("invalid") and len(error["message"]) < 400, error["code"]
+        assert "1000002 characters" in error["message"]

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from kiln.errors import InvalidRequestError
+from kiln.errors import InvalidRequestError, echoed
 from kiln.protocol.validation import Limit, WireModel
 
 CONTROL_MODES = ("balanced", "prompt", "controlnet")
@@ -117,14 +117,14 @@ def prompt_weighting(value: Any, legacy: Any) -> str | None:
         name = PROMPT_WEIGHTINGS.get(value.lower()) if isinstance(value, str) else None
         if name is None:
             raise InvalidRequestError(
-                f"Invalid value for 'promptWeighting': must be one of compel, sdEmbeds; got {value!r}.",
+                f"Invalid value for 'promptWeighting': must be one of compel, sdEmbeds; got {echoed(value)}.",
                 code="invalidPromptWeighting", parameter="promptWeighting", type="string",
                 allowedValues=["compel", "sdEmbeds"],
             )
         return name
     if legacy not in (None, True, False):
         raise InvalidRequestError(
-            f"Invalid value for 'usePromptWeighting': must be a boolean; got {legacy!r}.",
+            f"Invalid value for 'usePromptWeighting': must be a boolean; got {echoed(legacy)}.",
             code="invalidUsePromptWeighting", parameter="usePromptWeighting", type="boolean",
         )
     return "compel" if legacy else None

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.errors import InvalidRequestError, KilnError
+from kiln.errors import InvalidRequestError, KilnError, echoed
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def read_header(task: Any) -> TaskHeader:
         uuid.UUID(raw_uuid)
     except ValueError:
         raise InvalidRequestError(
-            f"'taskUUID' must be a UUID string such as '{uuid.uuid4()}', got {raw_uuid!r}.",
+            f"'taskUUID' must be a UUID string such as '{uuid.uuid4()}', got {echoed(raw_uuid)}.",
             code="invalidTaskUUID",
             parameter="taskUUID",
             type="string",

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from kiln.errors import InvalidRequestError, UnsupportedError
+from kiln.errors import InvalidRequestError, UnsupportedError, echoed
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -111,7 +111,7 @@ def validate_task(model: type[Model], task: dict[str, Any], limits: dict[str, Li
         got = first.get("input")
         reason = limit.describe() if limit else first["msg"]
         raise InvalidRequestError(
-            f"Invalid value for '{parameter}': must be {reason}; got {got!r}."
+            f"Invalid value for '{parameter}': must be {reason}; got {echoed(got)}."
             if limit
             else f"Invalid value for '{parameter}': {reason}.",
             code=f"invalid{_capitalised(top)}",

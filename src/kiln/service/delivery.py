@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from kiln.errors import DeliveryError, InvalidRequestError, KilnError
+from kiln.errors import DeliveryError, InvalidRequestError, KilnError, echoed
 from kiln.media.encoding import MIME_BY_EXTENSION
 from kiln.media.outbound import OutboundPolicy, check_url, send
 from kiln.media.store import StoredImage
@@ -67,7 +67,7 @@ class DeliveryOptions:
         method = task.get("deliveryMethod") or "sync"
         if method not in DELIVERY_METHODS:
             raise InvalidRequestError(
-                f"Invalid value for 'deliveryMethod': must be one of sync, async; got {method!r}.",
+                f"Invalid value for 'deliveryMethod': must be one of sync, async; got {echoed(method)}.",
                 code="invalidDeliveryMethod", parameter="deliveryMethod", type="string",
                 allowedValues=list(DELIVERY_METHODS),
             )
