@@ -106,6 +106,15 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_webhook_secret(args: argparse.Namespace) -> int:
+    _, keys, _ = _open(args)
+    principal = keys.authenticate(args.key)
+    if principal is None:
+        raise ValueError("that API key is not valid here (give the key itself, not its id)")
+    print(keys.webhook_secret(principal.key_id))
+    return 0
+
+
 def cmd_keys_usage(args: argparse.Namespace) -> int:
     _, keys, _ = _open(args)
     print(f"{'key':14} {'name':16} {'images':>8} {'cost (USD)':>14}")
@@ -205,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_keys_create)
     keys.add_parser("list", help="list stored keys").set_defaults(func=cmd_keys_list)
     keys.add_parser("usage", help="images generated and their cost, per key").set_defaults(func=cmd_keys_usage)
+    webhook_secret = keys.add_parser(
+        "webhook-secret", help="the secret that signs this key's webhooks and uploads (Kiln-Signature)")
+    webhook_secret.add_argument("key", help="the API key")
+    webhook_secret.set_defaults(func=cmd_keys_webhook_secret)
 
     media = sub.add_parser("media", help="stored images").add_subparsers(dest="media", required=True)
     prune = media.add_parser("prune", help="delete expired images and task records now "

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import hashlib
+import hmac
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import boto3
@@ -16,7 +22,7 @@ from moto.server import ThreadedMotoServer
 from kiln.errors import InvalidRequestError
 from kiln.media.outbound import OutboundPolicy
 from kiln.service.delivery import DeliveryOptions
-from tests.conftest import inference, post
+from tests.conftest import API_KEY, OTHER_KEY, inference, post
 from tests.service.fakes import get_response, receiver, wait_finished
 
 FAST = dict(delivery_backoff_s=0.01, delivery_attempts=3, delivery_timeout_s=5.0)
@@ -201,3 +207,34 @@ def test_private_targets_are_refused_unless_allowed():
     assert caught.value.code == "invalidUploadEndpoint"
     options = asyncio.run(DeliveryOptions.read({"webhookURL": "http://10.0.0.1/"}, OutboundPolicy(allow_private=True)))
     assert options.background and options.webhook_url == "http://10.0.0.1/"
+
+
+def verify(received, secret: str) -> int:
+    """What a receiver does: the signature's timestamp, after checking its HMAC."""
+    fields = dict(part.split("=", 1) for part in received.headers["Kiln-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{fields['t']}.".encode() + received.body, hashlib.sha256)
+    assert hmac.compare_digest(fields["v1"], expected.hexdigest())
+    return int(fields["t"])
+
+
+def test_webhooks_and_uploads_are_signed_with_the_keys_secret(fast, data_dir):
+    with receiver() as hook, receiver() as upload:
+        task = inference(webhookURL=hook.url, uploadEndpoint=upload.url + "/out.png")
+        post(fast, [task])
+        (posted,) = hook.wait_for(1)
+        (put,) = upload.wait_for(1)
+    def webhook_secret(key: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KILN_API_KEYS": f"{API_KEY},{OTHER_KEY}"}  # as the server's
+        return subprocess.run([sys.executable, "-m", "kiln.cli", "--data-dir", str(data_dir),
+                               "keys", "webhook-secret", key],
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    shown = webhook_secret(API_KEY)
+    secret = shown.stdout.strip()
+    assert shown.returncode == 0 and secret.startswith("whsec_"), shown.stderr
+    for received in (posted, put):
+        assert abs(verify(received, secret) - time.time()) < 60
+    assert webhook_secret(OTHER_KEY).stdout.strip() not in ("", secret)  # one secret per key
+    assert webhook_secret("kiln_not-a-key").returncode == 2
+    with pytest.raises(AssertionError):
+        verify(dataclasses.replace(posted, body=posted.body + b" "), secret)  # tampered

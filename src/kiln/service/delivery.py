@@ -2,6 +2,10 @@
 `webhookURL` (POST of each result), both retried with backoff, both through the SSRF-guarded
 `kiln.media.outbound.send`.
 
+Every request carries `Kiln-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>`
+under the secret of the task's key, made anew for each attempt, so a receiver can tell Kiln's
+requests from forgeries and refuse replays (README: Delivery).
+
 Guarantees: one attempt never runs longer than the policy's time limit, and a delivery makes at
 most `RetryPolicy.attempts` attempts, so a hung or failing target delays only its own task
 (uploads) or nothing at all (webhooks run as background tasks).
@@ -10,8 +14,11 @@ most `RetryPolicy.attempts` attempts, so a hung or failing target delays only it
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +33,13 @@ from kiln.media.store import StoredImage
 log = logging.getLogger(__name__)
 
 DELIVERY_METHODS = ("sync", "async")
+SIGNATURE_HEADER = "Kiln-Signature"
+
+
+def signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The `Kiln-Signature` value of `body` sent at `timestamp` (unix seconds)."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ async def send_with_retries(
     policy: OutboundPolicy,
     retry: RetryPolicy,
     *,
+    secret: str,
     parameter: str,
     code: str,
 ) -> int:
@@ -106,8 +121,10 @@ async def send_with_retries(
         if attempt > 1:
             await asyncio.sleep(retry.delay(attempt - 1))
         try:
+            headers = {"Content-Type": content_type,
+                       SIGNATURE_HEADER: signature(secret, content, int(time.time()))}
             response = await send(
-                method, url, policy, content=content, headers={"Content-Type": content_type},
+                method, url, policy, content=content, headers=headers,
                 parameter=parameter, code=code,
             )
         except KilnError as exc:  # the URL is refused (e.g. it now resolves to a private address)
@@ -128,24 +145,26 @@ async def send_with_retries(
 
 
 async def upload_image(
-    stored: StoredImage, url: str, policy: OutboundPolicy, retry: RetryPolicy
+    stored: StoredImage, url: str, policy: OutboundPolicy, retry: RetryPolicy, *, secret: str
 ) -> None:
-    """PUT the stored image's bytes to `url` with its Content-Type; `uploadFailed` if it fails."""
+    """PUT the stored image's bytes to `url` with its Content-Type, signed with `secret`;
+    `uploadFailed` if it fails."""
     data = await asyncio.to_thread(stored.path.read_bytes)
     await send_with_retries(
         "PUT", url, data, MIME_BY_EXTENSION[stored.extension], policy, retry,
-        parameter="uploadEndpoint", code="uploadFailed",
+        secret=secret, parameter="uploadEndpoint", code="uploadFailed",
     )
 
 
 async def post_webhook(
-    url: str, message: dict[str, Any], policy: OutboundPolicy, retry: RetryPolicy
+    url: str, message: dict[str, Any], policy: OutboundPolicy, retry: RetryPolicy, *, secret: str
 ) -> bool:
-    """POST one reply message (JSON) to `url`; whether it was accepted. Failures are logged."""
+    """POST one reply message (JSON) to `url`, signed with `secret`; whether it was accepted.
+    Failures are logged."""
     try:
         await send_with_retries(
             "POST", url, json.dumps(message).encode(), "application/json", policy, retry,
-            parameter="webhookURL", code="webhookFailed",
+            secret=secret, parameter="webhookURL", code="webhookFailed",
         )
     except KilnError as error:
         log.warning("webhook delivery abandoned: %s", error.message)

@@ -284,7 +284,8 @@ class Dispatcher:
         if stored is None:
             return None
         try:
-            await upload_image(stored, url, self.services.delivery_policy, self._retry)
+            await upload_image(stored, url, self.services.delivery_policy, self._retry,
+                               secret=self.services.keys.webhook_secret(run.owner))
         except KilnError as error:
             error.details[field] = item[field]
             return error
@@ -302,5 +303,6 @@ class Dispatcher:
         """POST `message` to the task's webhook in the background, never delaying the task."""
         if run.options.webhook_url is not None:
             self.background.spawn(post_webhook(
-                run.options.webhook_url, message, self.services.delivery_policy, self._retry
+                run.options.webhook_url, message, self.services.delivery_policy, self._retry,
+                secret=self.services.keys.webhook_secret(run.owner),
             ))

@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS task_replies (   -- every result item and error of a 
 CREATE INDEX IF NOT EXISTS task_replies_task ON task_replies (owner, task_uuid);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at);
 CREATE INDEX IF NOT EXISTS images_created ON images (created_at);
+CREATE TABLE IF NOT EXISTS webhook_secrets (   -- signs the key's webhooks and uploads
+    key_id     TEXT PRIMARY KEY,
+    secret     TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS key_usage (
     key_id TEXT PRIMARY KEY,
     images INTEGER NOT NULL,
