@@ -36,6 +36,7 @@ _NUMERIC_VARIABLES: tuple[tuple[str, str, type], ...] = (
     ("max_body_bytes", "KILN_MAX_BODY_BYTES", int),
     ("max_tasks_per_request", "KILN_MAX_TASKS_PER_REQUEST", int),
     ("task_ttl_s", "KILN_TASK_TTL", float),
+    ("drain_s", "KILN_DRAIN_S", float),
     ("media_ttl_s", "KILN_MEDIA_TTL", float),
     ("delivery_attempts", "KILN_DELIVERY_ATTEMPTS", int),
     ("delivery_backoff_s", "KILN_DELIVERY_BACKOFF", float),
@@ -65,6 +66,7 @@ class Settings:
     # delivery (README: Delivery)
     task_ttl_s: float = 24 * 3600
     media_ttl_s: float = 7 * 24 * 3600  # images (generated and uploaded) are deleted after this
+    drain_s: float = 30.0  # on shutdown, how long tasks in flight may take to finish
     delivery_attempts: int = 5
     delivery_backoff_s: float = 1.0
     delivery_timeout_s: float = 30.0

@@ -65,6 +65,7 @@ def create_app(services: Services, preload: Sequence[str] = ()) -> Starlette:
         readiness.start()
         yield
         readiness.stop()
+        await dispatcher.drain(services.settings.drain_s)
         services.close()
 
     return Starlette(

@@ -195,3 +195,10 @@ class BackgroundTasks:
 
     def __len__(self) -> int:
         return len(self._running)
+
+    async def cancel_all(self) -> None:
+        """Cancel every running coroutine and wait until each has handled its cancellation."""
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)

@@ -124,6 +124,20 @@ class Dispatcher:
         self._retry = RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
         self.background = BackgroundTasks()
         self.metrics = Metrics(self.task_types)
+        self._draining = False
+        self._running = 0  # admitted tasks not yet ended (sync and background)
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Shut down without losing a task: refuse new ones (`serverShuttingDown`), let those
+        in flight finish for up to `timeout_s`, then cancel the rest, each of which is recorded
+        `taskCancelled` for getResponse. Returns when no task runs."""
+        self._draining = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+        await self.background.cancel_all()
 
     @property
     def task_types(self) -> tuple[str, ...]:
@@ -177,6 +191,10 @@ class Dispatcher:
                          time.monotonic() - started)
                 return
             handler = self._handler(header.task_type)
+            if self._draining:
+                raise KilnError(
+                    "Kiln is shutting down and takes no new tasks; send this one to another "
+                    "Kiln or again in a moment.", code="serverShuttingDown", status=503)
             validate = getattr(handler, "validate", None)
             parsed = validate(task) if validate is not None else None
             options = await DeliveryOptions.read(task, self.services.delivery_policy)
@@ -227,6 +245,8 @@ class Dispatcher:
         outcome = "success"  # or the code of the task's first error
         started = time.monotonic()
         self.metrics.in_flight.inc()
+        self._running += 1
+        self._idle.clear()
         try:
             async for result in handler(task, run.principal):
                 item = {"taskType": run.header.task_type, "taskUUID": run.task_uuid, **result}
@@ -268,6 +288,9 @@ class Dispatcher:
                 tasks.finish(run.owner, run.task_uuid)
                 self.metrics.ran(run.header.task_type, time.monotonic() - started)
             self.metrics.in_flight.dec()
+            self._running -= 1
+            if not self._running:
+                self._idle.set()
             run.ticket.release()
             log_task(run.task_uuid, run.header.task_type, run.owner, outcome,
                      time.monotonic() - started)
