@@ -123,6 +123,17 @@ def cmd_keys_usage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from kiln.doctor import diagnose
+
+    checks = diagnose(_settings(args))
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.found}")
+        if not check.ok:
+            print(f"     fix: {check.fix}")
+    return 0 if all(check.ok for check in checks) else 1
+
+
 def cmd_media_prune(args: argparse.Namespace) -> int:
     from kiln.media import ImageStore
     from kiln.service.retention import Retention
@@ -219,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     webhook_secret.add_argument("key", help="the API key")
     webhook_secret.set_defaults(func=cmd_keys_webhook_secret)
 
+    sub.add_parser("doctor", help="check torch and the device, the data dir, the database, disk "
+                   "space and the catalog's files; say what to fix").set_defaults(func=cmd_doctor)
     media = sub.add_parser("media", help="stored images").add_subparsers(dest="media", required=True)
     prune = media.add_parser("prune", help="delete expired images and task records now "
                              "(a running server does it every minute)")

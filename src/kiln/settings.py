@@ -32,20 +32,39 @@ NSFW_CLASSES = (
 )
 
 
-_NUMERIC_VARIABLES: tuple[tuple[str, str, type], ...] = (
-    ("max_body_bytes", "KILN_MAX_BODY_BYTES", int),
-    ("max_tasks_per_request", "KILN_MAX_TASKS_PER_REQUEST", int),
-    ("task_ttl_s", "KILN_TASK_TTL", float),
-    ("drain_s", "KILN_DRAIN_S", float),
-    ("media_ttl_s", "KILN_MEDIA_TTL", float),
-    ("delivery_attempts", "KILN_DELIVERY_ATTEMPTS", int),
-    ("delivery_backoff_s", "KILN_DELIVERY_BACKOFF", float),
-    ("delivery_timeout_s", "KILN_DELIVERY_TIMEOUT", float),
-    ("max_results_in_flight_per_key", "KILN_MAX_RESULTS_IN_FLIGHT_PER_KEY", int),
-    ("max_queued_tasks", "KILN_MAX_QUEUED_TASKS", int),
-    ("max_input_pixels_per_task", "KILN_MAX_INPUT_PIXELS_PER_TASK", int),
-    ("nsfw_threshold", "KILN_NSFW_THRESHOLD", float),
+_NUMERIC_VARIABLES: tuple[tuple[str, str, type, float, float], ...] = (
+    # (field, variable, type, smallest, largest allowed)
+    ("port", "KILN_PORT", int, 1, 65535),
+    ("torch_threads", "KILN_TORCH_THREADS", int, 1, 1024),
+    ("max_body_bytes", "KILN_MAX_BODY_BYTES", int, 1024, 2**31),
+    ("max_tasks_per_request", "KILN_MAX_TASKS_PER_REQUEST", int, 1, 10_000),
+    ("task_ttl_s", "KILN_TASK_TTL", float, 1, 10 * 365 * 86400),
+    ("drain_s", "KILN_DRAIN_S", float, 0, 86400),
+    ("media_ttl_s", "KILN_MEDIA_TTL", float, 1, 10 * 365 * 86400),
+    ("delivery_attempts", "KILN_DELIVERY_ATTEMPTS", int, 1, 100),
+    ("delivery_backoff_s", "KILN_DELIVERY_BACKOFF", float, 0, 3600),
+    ("delivery_timeout_s", "KILN_DELIVERY_TIMEOUT", float, 0.1, 3600),
+    ("max_results_in_flight_per_key", "KILN_MAX_RESULTS_IN_FLIGHT_PER_KEY", int, 1, 100_000),
+    ("max_queued_tasks", "KILN_MAX_QUEUED_TASKS", int, 1, 1_000_000),
+    ("max_input_pixels_per_task", "KILN_MAX_INPUT_PIXELS_PER_TASK", int, 1, 2**40),
+    ("nsfw_threshold", "KILN_NSFW_THRESHOLD", float, 0, 1),
+    ("per_megapixel_step", "KILN_PRICE_PER_MEGAPIXEL_STEP", float, 0, 1e6),
+    ("nsfw_check", "KILN_PRICE_NSFW_CHECK", float, 0, 1e6),
+    ("prompt_weighting", "KILN_PRICE_PROMPT_WEIGHTING", float, 0, 1e6),
 )
+_PRICE_FIELDS = ("per_megapixel_step", "nsfw_check", "prompt_weighting")
+
+
+def _number(variable: str, raw: str, kind: type, low: float, high: float) -> float:
+    """`raw` as `kind`, or a ValueError naming `variable` and the range it must be in."""
+    what = "an integer" if kind is int else "a number"
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ValueError(f"{variable} must be {what} from {low:g} to {high:g}, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -96,8 +115,6 @@ class Settings:
         values: dict[str, Any] = {}
         if "KILN_HOST" in env:
             values["host"] = env["KILN_HOST"]
-        if "KILN_PORT" in env:
-            values["port"] = int(env["KILN_PORT"])
         if "KILN_DATA_DIR" in env:
             values["data_dir"] = Path(env["KILN_DATA_DIR"])
         if "KILN_API_KEYS" in env:
@@ -113,22 +130,12 @@ class Settings:
                 air.strip() for air in env["KILN_PRELOAD_MODELS"].split(",") if air.strip())
         if env.get("KILN_LOG_FORMAT"):
             values["log_format"] = env["KILN_LOG_FORMAT"].strip().lower()
-        if env.get("KILN_TORCH_THREADS"):
-            values["torch_threads"] = int(env["KILN_TORCH_THREADS"])
-        prices = {
-            name: float(env[var])
-            for name, var in (
-                ("per_megapixel_step", "KILN_PRICE_PER_MEGAPIXEL_STEP"),
-                ("nsfw_check", "KILN_PRICE_NSFW_CHECK"),
-                ("prompt_weighting", "KILN_PRICE_PROMPT_WEIGHTING"),
-            )
-            if var in env
-        }
+        for name, var, kind, low, high in _NUMERIC_VARIABLES:
+            if env.get(var):
+                values[name] = _number(var, env[var], kind, low, high)
+        prices = {name: values.pop(name) for name in _PRICE_FIELDS if name in values}
         if prices:
             values["prices"] = Prices(**prices)
-        for name, var, kind in _NUMERIC_VARIABLES:
-            if env.get(var):
-                values[name] = kind(env[var])
         if env.get("KILN_NSFW_CLASSES"):
             values["nsfw_classes"] = tuple(
                 c.strip().upper() for c in env["KILN_NSFW_CLASSES"].split(",") if c.strip()
