@@ -18,7 +18,7 @@ from kiln.executor import InProcessExecutor
 from kiln.server import create_app
 from kiln.service import Services
 from kiln.settings import Settings
-from tests.conftest import API_KEY, post
+from tests.conftest import API_KEY, inference, post
 
 
 class FakeEngine:
@@ -56,6 +56,19 @@ def fake_kiln(settings: Settings, **overrides: Any) -> Iterator[tuple[TestClient
             yield client, engine, services
         finally:
             engine.gate.set()
+
+
+def start_held_tasks(client: TestClient, engine: FakeEngine, count: int = 1) -> list[str]:
+    """`count` async tasks whose generation waits on `engine.gate`, once the first is running;
+    their taskUUIDs."""
+    tasks = [inference(positivePrompt=f"hold {i}", deliveryMethod="async") for i in range(count)]
+    for task in tasks:
+        assert post(client, [task]).status_code == 200
+    deadline = time.monotonic() + 10
+    while not engine.calls:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return [task["taskUUID"] for task in tasks]
 
 
 def get_response(client: TestClient, task_uuid: str, key: str = API_KEY) -> dict[str, Any]:

@@ -7,19 +7,7 @@ import threading
 import time
 
 from tests.conftest import inference, post
-from tests.service.fakes import fake_kiln, get_response
-
-
-def start_held_tasks(client, engine, count: int = 3) -> list[str]:
-    """`count` async tasks whose generation waits on `engine.gate`; their taskUUIDs."""
-    tasks = [inference(positivePrompt=f"hold {i}", deliveryMethod="async") for i in range(count)]
-    for task in tasks:
-        assert post(client, [task]).status_code == 200
-    deadline = time.monotonic() + 10
-    while not engine.calls:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    return [task["taskUUID"] for task in tasks]
+from tests.service.fakes import fake_kiln, get_response, start_held_tasks
 
 
 def test_shutdown_lets_the_tasks_in_flight_finish(settings):

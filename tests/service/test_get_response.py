@@ -14,7 +14,7 @@ from kiln.server import create_app
 from kiln.service import Services
 from tests.conftest import API_KEY, OTHER_KEY, SD, decode_image, inference, new_uuid, post
 from tests.images import data_uri, gradient
-from tests.service.fakes import fake_kiln, get_response, wait_finished
+from tests.service.fakes import fake_kiln, get_response, start_held_tasks, wait_finished
 
 
 def test_async_is_acknowledged_then_polled_to_success_over_rest(client):
@@ -172,14 +172,9 @@ def test_processing_state_then_success_and_disconnect_loses_nothing(settings):
 
 def test_an_interrupted_task_is_reported_failed_after_a_restart(settings):
     with fake_kiln(settings) as (client, engine, _):
-        task = inference(positivePrompt="hold forever", deliveryMethod="async")
-        post(client, [task])
-        deadline = time.monotonic() + 10
-        while not engine.calls:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        [task_uuid] = start_held_tasks(client, engine)
         with fake_kiln(settings) as (restarted, _, _):
-            reply = get_response(restarted, task["taskUUID"])
+            reply = get_response(restarted, task_uuid)
     (error,) = reply["errors"]
     assert (error["code"], error["status"], error["taskType"]) == ("taskFailed", "error", "imageInference")
 

@@ -17,7 +17,7 @@ from kiln.settings import Settings
 from kiln.storage import Database
 from tests.conftest import SD, inference, new_uuid, post
 from tests.images import b64, gradient
-from tests.service.fakes import fake_kiln, get_response
+from tests.service.fakes import fake_kiln, get_response, start_held_tasks
 
 
 @pytest.fixture
@@ -51,18 +51,13 @@ def test_images_older_than_the_media_ttl_are_deleted(own_settings):
 
 def test_a_task_a_stopped_kiln_never_finished_is_purged_after_the_task_ttl(own_settings):
     with fake_kiln(own_settings) as (client, engine, _):
-        task = inference(positivePrompt="hold forever", deliveryMethod="async")
-        post(client, [task])
-        deadline = time.monotonic() + 10
-        while not engine.calls:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        [task_uuid] = start_held_tasks(client, engine)
         # a second Kiln on the same data: to it, the first one's unfinished task is a crash's
         with fake_kiln(own_settings, task_ttl_s=0.3) as (restarted, _, services):
-            assert get_response(restarted, task["taskUUID"])["errors"][0]["code"] == "taskFailed"
+            assert get_response(restarted, task_uuid)["errors"][0]["code"] == "taskFailed"
             time.sleep(0.4)
             assert services.retention.purge().tasks == 1
-            assert get_response(restarted, task["taskUUID"])["errors"][0]["code"] == "taskNotFound"
+            assert get_response(restarted, task_uuid)["errors"][0]["code"] == "taskNotFound"
 
 
 @pytest.mark.parametrize(("output_type", "field"), [("base64Data", "imageBase64Data"),

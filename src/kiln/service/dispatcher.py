@@ -102,6 +102,15 @@ class _Run:
         return self.header.task_uuid
 
 
+def _kiln_error(exc: Exception, task_uuid: str | None) -> KilnError:
+    """`exc` as the error the client gets: itself when typed, else a logged `internalError`
+    that tells nothing of the cause."""
+    if isinstance(exc, KilnError):
+        return exc
+    log.exception("task %s failed unexpectedly", task_uuid)
+    return KilnError("Internal error while running the task.")
+
+
 class Dispatcher:
     """Routes task objects to their handler and turns results and errors into replies."""
 
@@ -206,11 +215,7 @@ class Dispatcher:
                 ticket.release()
                 raise
         except Exception as exc:
-            if isinstance(exc, KilnError):
-                error = exc
-            else:
-                log.exception("task %s failed unexpectedly", header.task_uuid)
-                error = KilnError("Internal error while running the task.")
+            error = _kiln_error(exc, header.task_uuid)
             self.metrics.reply(header.task_type, error.code)
             await emit(Reply.error(error, header))
             log_task(header.task_uuid, header.task_type, principal.key_id, error.code,
@@ -263,11 +268,7 @@ class Dispatcher:
                 self._post(data_message({**item, "status": "success"}), run)
             finished = True
         except Exception as exc:
-            if isinstance(exc, KilnError):
-                error = exc
-            else:
-                log.exception("task %s failed unexpectedly", run.task_uuid)
-                error = KilnError("Internal error while running the task.")
+            error = _kiln_error(exc, run.task_uuid)
             if outcome == "success":
                 outcome = error.code
             await self._fail(error, run, emit)
