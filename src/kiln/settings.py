@@ -77,6 +77,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     public_url: str | None = None
     allow_private_urls: bool = False
+    outbound_proxy: str | None = None  # the proxy for requests to client URLs; none by default
     device: str | None = None
     torch_threads: int | None = None
     max_body_bytes: int = 64 * 1024 * 1024
@@ -123,6 +124,8 @@ class Settings:
             values["public_url"] = env["KILN_PUBLIC_URL"]
         if "KILN_ALLOW_PRIVATE_URLS" in env:
             values["allow_private_urls"] = _env_bool(env["KILN_ALLOW_PRIVATE_URLS"])
+        if env.get("KILN_OUTBOUND_PROXY"):
+            values["outbound_proxy"] = env["KILN_OUTBOUND_PROXY"]
         if env.get("KILN_DEVICE"):
             values["device"] = env["KILN_DEVICE"]
         if env.get("KILN_PRELOAD_MODELS"):

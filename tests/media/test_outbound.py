@@ -202,6 +202,20 @@ def test_proxy_variables_of_the_environment_are_ignored(monkeypatch):
     assert (proxy_hits, hits) == ([], ["GET /a.png"])
 
 
+def test_the_operators_proxy_is_used_after_the_name_is_checked(dns):
+    with canary() as (proxy_port, proxy_hits):
+        policy = OutboundPolicy(allow_private=False, timeout_s=2.0,
+                                proxy=f"http://127.0.0.1:{proxy_port}")
+        dns.answers["public.test"] = [[PUBLIC]]
+        body = asyncio.run(fetch("http://public.test/a.png", policy, parameter="seedImage",
+                                 code="invalidSeedImage"))
+        dns.answers["inside.test"] = [["10.0.0.7"]]
+        error = refused(fetch("http://inside.test/a.png", policy, parameter="seedImage",
+                              code="invalidSeedImage"))
+    assert body == b"secret" and proxy_hits == ["GET http://public.test/a.png"]
+    assert error.code == "invalidSeedImage"  # refused here: the proxy never saw it
+
+
 def test_resolution_has_a_time_limit_and_threads_of_its_own(dns):
     dns.answers["slow.test"] = [[PUBLIC]]
     dns.delay_s = 1.5

@@ -44,12 +44,15 @@ class OutboundPolicy:
 
     `transport` carries a request once its address is pinned: None for real connections, an
     `httpx.MockTransport` in tests (it sees the pinned URL, the `Host` header and `sni_hostname`).
+    `proxy` (the operator's `KILN_OUTBOUND_PROXY`): requests go through it, after the name was
+    checked here; the proxy resolves the name again, so it must refuse private addresses too.
     """
 
     allow_private: bool = False
     timeout_s: float = 15.0
     max_bytes: int = 20 * 1024 * 1024
     resolve_timeout_s: float = 5.0
+    proxy: str | None = None
     transport: httpx.AsyncBaseTransport | None = field(default=None, compare=False)
 
 
@@ -157,7 +160,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         self._parameter = parameter
         self._code = code
         self._inner = policy.transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_keepalive_connections=0)
+            limits=httpx.Limits(max_keepalive_connections=0), proxy=policy.proxy
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -167,6 +170,8 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         addresses = await resolve_checked(
             host.strip("[]"), port, self._policy, parameter=self._parameter, code=self._code
         )
+        if self._policy.proxy:  # the proxy connects by name: the checked request goes as is
+            return await self._inner.handle_async_request(request)
         for address in addresses[:-1]:
             try:
                 return await self._send(request, address, host)

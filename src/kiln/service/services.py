@@ -52,13 +52,15 @@ class Services:
     @property
     def outbound(self) -> OutboundPolicy:
         """The rules for every request Kiln makes to a client-given URL."""
-        return OutboundPolicy(allow_private=self.settings.allow_private_urls)
+        return OutboundPolicy(allow_private=self.settings.allow_private_urls,
+                              proxy=self.settings.outbound_proxy)
 
     @property
     def delivery_policy(self) -> OutboundPolicy:
         """The rules for `uploadEndpoint` and `webhookURL` requests (one attempt's time limit)."""
         return OutboundPolicy(
-            allow_private=self.settings.allow_private_urls, timeout_s=self.settings.delivery_timeout_s
+            allow_private=self.settings.allow_private_urls, timeout_s=self.settings.delivery_timeout_s,
+            proxy=self.settings.outbound_proxy,
         )
 
     def close(self) -> None:
