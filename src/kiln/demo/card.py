@@ -16,7 +16,7 @@ from kiln.demo.captions import HELD_OUT_COLOUR_SHAPE, HELD_OUT_SHAPE_POSITION
 from kiln.demo.scenes import COLOURS, SHAPES
 
 if TYPE_CHECKING:
-    from kiln.demo.train import TrainConfig
+    from kiln.demo.recipe import TrainConfig
 
 ADHERENCE_START = "<!-- adherence:start -->"
 ADHERENCE_END = "<!-- adherence:end -->"

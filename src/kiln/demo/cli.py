@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
 
-    from kiln.demo.train import TrainConfig
+    from kiln.demo.recipe import TrainConfig
 
     recipe = TrainConfig.full() if args.recipe == "full" else TrainConfig.tiny()
     recipe = recipe.scaled(args.steps_scale)

@@ -22,23 +22,10 @@ from diffusers import (
 
 from kiln.demo import card
 from kiln.demo.captions import training_scene
+from kiln.demo.loop import Ema, Loop, StepCallback, autocast, cosine_lr, save_fp16, step_generators
+from kiln.demo.recipe import SD15_BETAS, TrainConfig, make_scheduler
 from kiln.demo.scenes import EXTENT, Scene, render, to_array
-from kiln.demo.train import (
-    SD15_BETAS,
-    Ema,
-    Loop,
-    StepCallback,
-    TrainConfig,
-    autocast,
-    captions_for,
-    cosine_lr,
-    diffusion_loss,
-    encode_prompts,
-    make_scheduler,
-    noised,
-    save_fp16,
-    step_generators,
-)
+from kiln.demo.train import captions_for, diffusion_loss, encode_prompts, noised
 
 MASK_KINDS = ("shape", "box", "border", "full")
 MASK_WEIGHTS = (0.4, 0.25, 0.2, 0.15)
