@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from kiln.cli import example_request
-from kiln.demo.classify import classify
+from kiln.demo.classify import classify, nearest_colours
 from kiln.demo.scenes import COLOURS, Scene, render
 from tests.conftest import decode_image, inference, post
 from tests.images import b64, pixels
@@ -57,8 +57,7 @@ def scene(colour: str = "red", background: str = "blue", shape: str = "circle") 
 
 def share_of(image: Image.Image, colour: str, where: np.ndarray) -> float:
     """The share of the pixels `where` is true whose nearest palette colour is `colour`."""
-    palette = np.array(list(COLOURS.values()), dtype=np.float64)
-    nearest = np.linalg.norm(pixels(image)[where][:, None, :] - palette, axis=-1).argmin(-1)
+    nearest = nearest_colours(pixels(image))[where]
     return float((nearest == list(COLOURS).index(colour)).mean())
 
 

@@ -52,7 +52,7 @@ def classify(image: Image.Image | np.ndarray) -> Classification:
     pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image,
                         dtype=np.float32)
     height, width = pixels.shape[:2]
-    labels = _labels(pixels)
+    labels = nearest_colours(pixels)
     counts = np.bincount(labels.ravel(), minlength=len(_NAMES))
     background = int(counts.argmax())
     counts[background] = 0
@@ -135,14 +135,15 @@ def count_shapes(image: Image.Image, min_fraction: float = 0.003) -> int:
     """How many separate shapes the image shows (regions off the background colour that cover
     at least `min_fraction` of it), judged at 128 px: one, or a tiled scene."""
     small = image.convert("RGB").resize((128, 128), Image.Resampling.BOX)
-    labels = _labels(np.asarray(small, dtype=np.float32))
+    labels = nearest_colours(np.asarray(small, dtype=np.float32))
     background = np.bincount(labels.ravel(), minlength=len(_NAMES)).argmax()
     _, counts = _components(_open(labels != background))
     return int((counts >= min_fraction * labels.size).sum())
 
 
-def _labels(pixels: np.ndarray) -> np.ndarray:
-    """The index of the nearest palette colour of each pixel."""
+def nearest_colours(pixels: np.ndarray) -> np.ndarray:
+    """The index (into `scenes.COLOURS`) of the nearest palette colour of each pixel of an
+    (H, W, 3) array."""
     return ((pixels[:, :, None, :] - _PALETTE) ** 2).sum(-1).argmin(-1)
 
 
