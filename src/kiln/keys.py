@@ -69,14 +69,18 @@ class KeyStore:
 
     def webhook_secret(self, kid: str) -> str:
         """The secret that signs the webhooks and uploads of the key `kid`; made on first use
-        and the same afterwards (`kiln keys webhook-secret KEY` shows it)."""
-        self._db.execute(
-            "INSERT INTO webhook_secrets (key_id, secret, created_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (key_id) DO NOTHING",
-            (kid, "whsec_" + secrets.token_urlsafe(32), time.time()),
-        )
-        return str(self._db.query("SELECT secret FROM webhook_secrets WHERE key_id = ?",
-                                  (kid,))[0]["secret"])
+        and the same afterwards (`kiln keys webhook-secret KEY` shows it). Read on every
+        delivery, written only the first time."""
+        query = "SELECT secret FROM webhook_secrets WHERE key_id = ?"
+        rows = self._db.query(query, (kid,))
+        if not rows:  # ON CONFLICT: a concurrent first use keeps the secret stored first
+            self._db.execute(
+                "INSERT INTO webhook_secrets (key_id, secret, created_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key_id) DO NOTHING",
+                (kid, "whsec_" + secrets.token_urlsafe(32), time.time()),
+            )
+            rows = self._db.query(query, (kid,))
+        return str(rows[0]["secret"])
 
     def any_exists(self) -> bool:
         return bool(self._configured) or bool(self._db.query("SELECT 1 FROM api_keys LIMIT 1"))
