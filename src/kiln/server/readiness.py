@@ -43,7 +43,6 @@ class Readiness:
             log.exception("the engine did not start")
             self._engine = f"failed: {type(exc).__name__}: {exc}"
             return
-        self._engine = "ok"
         for air in self._preload:
             try:
                 await executor.warm(self._services.catalog.get(air).spec)
