@@ -41,6 +41,12 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.float64)
 
 
+def max_difference(a: Image.Image, b: Image.Image) -> int:
+    """The largest difference of one channel of one pixel between two images of one size."""
+    assert a.size == b.size, (a.size, b.size)
+    return int(np.abs(pixels(a).astype(int) - pixels(b).astype(int)).max())
+
+
 @contextmanager
 def serving(files: dict[str, bytes]) -> Iterator[str]:
     """Serve `files` (path → body) on 127.0.0.1; yields the base URL, e.g. http://127.0.0.1:PORT."""

@@ -11,6 +11,8 @@ from pathlib import Path
 from kiln.settings import Settings
 
 DEV_KEY_FILE = "dev-api-key"
+PROGRESS_BAR_BYTES = 256 * 2**20
+"""`kiln models add` shows a progress bar while it reads a checkpoint at least this large."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -160,31 +162,133 @@ def cmd_models_init(args: argparse.Namespace) -> int:
 
 
 def cmd_models_add(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from kiln.errors import ModelLoadError
     from kiln.models import CatalogEntry, ModelDefaults, parse_air
+    from kiln.models.importer import local_air
     from kiln.preprocess import ANNOTATED
 
-    _, _, catalog = _open(args)
-    air = parse_air(args.air)
-    if args.category == "annotator" and args.conditioning in ANNOTATED:
-        from kiln.engine.annotators import check_annotator  # imports torch
+    settings, _, catalog = _open(args)
+    air = str(parse_air(args.air)) if args.air else None
+    path = Path(args.path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if args.category == "annotator":
+        if args.conditioning in ANNOTATED:
+            from kiln.engine.annotators import check_annotator  # imports torch
 
-        try:  # refuse files a request could not load, before they are registered
-            check_annotator(args.conditioning, args.path)
-        except ModelLoadError as error:
-            print(f"kiln: {error.message}", file=sys.stderr)
-            return 2
-    entry = catalog.add(CatalogEntry(
-        air=str(air), name=args.name or Path(args.path).stem, version=args.version or air.version,
-        category=args.category, type=args.type, architecture=args.architecture, path=args.path,
-        config_path=args.config, tags=tuple(t for t in (args.tags or "").split(",") if t),
-        conditioning=args.conditioning, comment=args.comment or "",
+            try:  # refuse files a request could not load, before they are registered
+                check_annotator(args.conditioning, args.path)
+            except ModelLoadError as error:
+                print(f"kiln: {error.message}", file=sys.stderr)
+                return 2
+        entry = CatalogEntry(
+            air=air or local_air(path), name=args.name or path.stem, version="",
+            category="annotator", architecture=args.architecture or "sd1x", path=args.path,
+            conditioning=args.conditioning,
+        )
+    else:
+        entry = _detected_entry(args, path, air, settings.models_dir / "configs")
+    entry = replace(
+        entry,
+        version=args.version or entry.air.rsplit("@", 1)[1],
+        type=args.type or entry.type,
+        config_path=args.config or entry.config_path,
+        tags=tuple(t for t in args.tags.split(",") if t) if args.tags is not None else entry.tags,
+        comment=args.comment if args.comment is not None else entry.comment,
         defaults=ModelDefaults(
-            width=args.default_width, height=args.default_height, steps=args.default_steps,
-            cfg=args.default_cfg, scheduler=args.default_scheduler,
+            width=args.default_width or entry.defaults.width,
+            height=args.default_height or entry.defaults.height,
+            steps=args.default_steps, cfg=args.default_cfg, scheduler=args.default_scheduler,
         ),
-    ))
+    )
+    if entry.category == "checkpoint" and not args.no_load_check:
+        problem = _load_problem(entry)
+        if problem:
+            print(f"kiln: {path} does not load, so it is not registered: {problem}", file=sys.stderr)
+            return 2
+    entry = catalog.add(entry)
     print(f"registered {entry.air} ({entry.category}, {entry.architecture}) at {entry.path}")
+    if entry.config_path and not args.config:
+        print(f"  configs and tokenizers: {entry.config_path}")
+    return 0
+
+
+def _detected_entry(args: argparse.Namespace, path: Path, air: str | None, configs_dir: Path):  # type: ignore[no-untyped-def]
+    """The catalog entry of `path` as its tensors tell it, with the command line's category,
+    architecture, prediction and conditioning overriding what was detected."""
+    from dataclasses import replace
+
+    from kiln.models.checkpoints import ModelKind, UnrecognisedModelError, inspect_model
+    from kiln.models.importer import catalog_entry, local_air
+
+    families = {"sd1x": "sd1", "sdxl": "sdxl"}
+    try:
+        kind, header = inspect_model(path)
+    except UnrecognisedModelError:
+        if not (args.category and args.architecture and (args.category != "checkpoint" or args.config)):
+            raise
+        # The operator says what it is; a checkpoint then needs --config, as nothing is derived.
+        kind, header = ModelKind(args.category, families[args.architecture], "a model"), None
+    if args.category and args.category != kind.category:
+        raise ValueError(f"{path.name} is {kind.description}, not a {args.category}")
+    if args.architecture and args.architecture != kind.architecture:
+        if kind.architecture:
+            print(f"note: {path.name} looks like {kind.description}; registered as {args.architecture} "
+                  "as --architecture says")
+        kind = replace(kind, family=families[args.architecture], notes=())
+    if args.prediction:
+        kind = replace(kind, prediction=args.prediction, notes=())
+    if args.conditioning:
+        kind = replace(kind, conditioning=args.conditioning)
+    print(f"{path.name}: {kind.description}")
+    for note in kind.notes:
+        print(f"note: {note}")
+    if args.config:
+        header = None  # the operator's config folder replaces the derived one
+    entry = catalog_entry(path, kind, header, air or local_air(path), configs_dir)
+    return replace(entry, name=args.name or entry.name)
+
+
+def _load_problem(entry) -> str | None:  # type: ignore[no-untyped-def]
+    """Why the checkpoint of `entry` does not load through the engine, or None when it does.
+
+    Reads a multi-GB file with a progress bar first, so that the load itself (from the page
+    cache) is quick and the wait is visible.
+    """
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    from kiln.engine.pipelines import load_pipeline  # imports torch and diffusers
+    from kiln.errors import ModelLoadError
+
+    diffusers_logging.set_verbosity_error()  # float16 on a CPU is fine for a check; no warning
+    path = Path(entry.path)
+    if path.is_file() and path.stat().st_size >= PROGRESS_BAR_BYTES:
+        _read_with_progress(path)
+    try:
+        load_pipeline(entry.spec, "cpu", torch.float16)
+    except ModelLoadError as error:
+        return error.message
+    return None
+
+
+def _read_with_progress(path: Path, chunk: int = 64 * 2**20) -> None:
+    from tqdm import tqdm
+
+    with open(path, "rb") as file, tqdm(
+        total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"reading {path.name}"
+    ) as bar:
+        while block := file.read(chunk):
+            bar.update(len(block))
+
+
+def cmd_models_import(args: argparse.Namespace) -> int:
+    from kiln.models.importer import import_folder
+
+    settings, _, catalog = _open(args)
+    import_folder(Path(args.folder), catalog, settings.models_dir / "configs")
     return 0
 
 
@@ -242,21 +346,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="manage the model catalog").add_subparsers(dest="models", required=True)
     models.add_parser("init", help="build and register the demo models").set_defaults(func=cmd_models_init)
-    add = models.add_parser("add", help="register a local checkpoint, LoRA, ControlNet, VAE or annotator")
-    add.add_argument("path", help="a diffusers folder or a single-file .safetensors (annotators: "
-                     "the folder or file `kiln.preprocess.ANNOTATED` names)")
-    add.add_argument("--air", required=True, help="identifier, e.g. civitai:4201@130072")
-    add.add_argument("--architecture", required=True, choices=["sd1x", "sdxl"],
-                     help="the base model family (annotators serve both: either value works)")
-    add.add_argument("--category", default="checkpoint",
-                     choices=["checkpoint", "lora", "lycoris", "controlnet", "vae", "embeddings", "annotator"])
-    add.add_argument("--type", help="base, inpainting or refiner (checkpoints)")
-    add.add_argument("--config", help="diffusers config folder for a single-file checkpoint")
+    add = models.add_parser(
+        "add", help="register a local checkpoint, LoRA, ControlNet, VAE, embeddings or annotator; "
+        "what it is is read from its tensors (flags override)")
+    add.add_argument("path", help="a single-file .safetensors (or a .pt embedding), or a diffusers "
+                     "folder (annotators: the folder or file `kiln.preprocess.ANNOTATED` names)")
+    add.add_argument("--air", help="identifier, e.g. civitai:4201@130072 (default: local:<file "
+                     "name>@<short content hash>)")
+    add.add_argument("--architecture", choices=["sd1x", "sdxl"],
+                     help="the base model family (default: detected; SD 2.x is sd1x; annotators "
+                     "serve both: either value works)")
+    add.add_argument("--category", choices=["checkpoint", "lora", "lycoris", "controlnet", "vae",
+                                            "embeddings", "annotator"],
+                     help="default: detected from the file")
+    add.add_argument("--type", help="base, inpainting or refiner (checkpoints; default: detected)")
+    add.add_argument("--config", help="diffusers config folder for a single-file checkpoint "
+                     "(default: one Kiln writes from the checkpoint's shapes)")
+    add.add_argument("--prediction", choices=["epsilon", "v_prediction"],
+                     help="what a checkpoint's UNet predicts, where the file does not say "
+                     "(SD 2.x: 768 models v_prediction, 512-base ones epsilon)")
+    add.add_argument("--no-load-check", action="store_true",
+                     help="register a checkpoint without loading it first")
     add.add_argument("--name")
     add.add_argument("--version")
     add.add_argument("--tags", help="comma-separated")
-    add.add_argument("--conditioning", help="canny, depth, ... (ControlNets); for annotators, the "
-                     "preprocessor served: depth, seg, openpose, normalbae, softedge or lineart_anime")
+    add.add_argument("--conditioning", help="canny, depth, ... (ControlNets; default: from the file "
+                     "name); for annotators, the preprocessor served: depth, seg, openpose, "
+                     "normalbae, softedge or lineart_anime")
     add.add_argument("--comment")
     add.add_argument("--default-width", type=int)
     add.add_argument("--default-height", type=int)
@@ -264,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--default-cfg", type=float)
     add.add_argument("--default-scheduler")
     add.set_defaults(func=cmd_models_add)
+    import_ = models.add_parser(
+        "import", help="register every model of a ComfyUI or AUTOMATIC1111 folder, in place "
+        "(checkpoints, loras/Lora, controlnet/ControlNet, vae/VAE, embeddings)")
+    import_.add_argument("folder", help="the ComfyUI or stable-diffusion-webui folder, or its models/")
+    import_.set_defaults(func=cmd_models_import)
     sub.add_parser("demo", help="train the demo model: `kiln demo --help`", add_help=False)
     models.add_parser("list", help="list registered models").set_defaults(func=cmd_models_list)
     remove = models.add_parser("remove", help="unregister a model (files are kept)")

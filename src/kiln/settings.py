@@ -48,6 +48,9 @@ _NUMERIC_VARIABLES: tuple[tuple[str, str, type, float, float], ...] = (
     ("max_queued_tasks", "KILN_MAX_QUEUED_TASKS", int, 1, 1_000_000),
     ("max_input_pixels_per_task", "KILN_MAX_INPUT_PIXELS_PER_TASK", int, 1, 2**40),
     ("nsfw_threshold", "KILN_NSFW_THRESHOLD", float, 0, 1),
+    ("max_batch", "KILN_MAX_BATCH", int, 1, 256),
+    ("batch_window_ms", "KILN_BATCH_WINDOW_MS", float, 0, 10_000),
+    ("vae_tiling_pixels", "KILN_VAE_TILING_PIXELS", int, 64 * 64, 2**40),
     ("per_megapixel_step", "KILN_PRICE_PER_MEGAPIXEL_STEP", float, 0, 1e6),
     ("nsfw_check", "KILN_PRICE_NSFW_CHECK", float, 0, 1e6),
     ("prompt_weighting", "KILN_PRICE_PROMPT_WEIGHTING", float, 0, 1e6),
@@ -65,6 +68,25 @@ def _number(variable: str, raw: str, kind: type, low: float, high: float) -> flo
     if value is None or not low <= value <= high:
         raise ValueError(f"{variable} must be {what} from {low:g} to {high:g}, got {raw!r}")
     return value
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+               "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024,
+               "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(variable: str, raw: str) -> int:
+    """A byte count such as "12GiB", "500MB" or "1073741824"; ValueError naming `variable`."""
+    text = raw.strip().lower().replace(" ", "")
+    number = text.rstrip("kmgtib")
+    unit = text[len(number):]
+    try:
+        value = float(number) * _BYTE_UNITS[unit]
+    except (ValueError, KeyError):
+        value = -1
+    if value < 1:
+        raise ValueError(f"{variable} must be a size such as 12GiB, 500MB or a byte count, got {raw!r}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -98,9 +120,19 @@ class Settings:
     nsfw_classes: tuple[str, ...] = NSFW_CLASSES
     nsfw_threshold: float = 0.5
     preload_models: tuple[str, ...] = ()  # AIRs loaded at start; /ready waits for them
+    # the executor (README: Throughput): batching, model memory, device paths
+    max_batch: int = 8  # images per pipeline call; 1 gives byte-exact solo results
+    batch_window_ms: float = 5.0  # how long a lone request may wait for others to batch with
+    model_memory_bytes: int | None = None  # model residency budget; None: from the device
+    dtype: str = "auto"  # fp16 | bf16 | fp32; auto: fp16 on CUDA, fp32 on CPU
+    channels_last: bool | None = None  # None: on CUDA only
+    compile: bool = False  # torch.compile the UNet (first call per size compiles, slowly)
+    vae_tiling_pixels: int = 1536 * 1536  # decode images larger than this in VAE tiles
     log_format: str = "text"  # or "json": one object a line (kiln.logs)
 
     def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "fp16", "bf16", "fp32"):
+            raise ValueError(f"KILN_DTYPE must be auto, fp16, bf16 or fp32, not {self.dtype!r}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"KILN_LOG_FORMAT must be text or json, not {self.log_format!r}")
         if self.media_ttl_s < self.task_ttl_s:
@@ -133,6 +165,14 @@ class Settings:
                 air.strip() for air in env["KILN_PRELOAD_MODELS"].split(",") if air.strip())
         if env.get("KILN_LOG_FORMAT"):
             values["log_format"] = env["KILN_LOG_FORMAT"].strip().lower()
+        if env.get("KILN_MODEL_MEMORY"):
+            values["model_memory_bytes"] = parse_bytes("KILN_MODEL_MEMORY", env["KILN_MODEL_MEMORY"])
+        if env.get("KILN_DTYPE"):
+            values["dtype"] = env["KILN_DTYPE"].strip().lower()
+        if env.get("KILN_CHANNELS_LAST"):
+            values["channels_last"] = _env_bool(env["KILN_CHANNELS_LAST"])
+        if "KILN_COMPILE" in env:
+            values["compile"] = _env_bool(env["KILN_COMPILE"])
         for name, var, kind, low, high in _NUMERIC_VARIABLES:
             if env.get(var):
                 values[name] = _number(var, env[var], kind, low, high)

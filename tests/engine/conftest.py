@@ -37,4 +37,4 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 
 @pytest.fixture(scope="session")
 def engine() -> Engine:
-    return Engine(device="cpu", max_cached_models=4)
+    return Engine(device="cpu")

@@ -21,8 +21,8 @@ from .helpers import TinyModels, make_request
 def test_single_file_checkpoint_matches_the_folder(
     engine: Engine, tiny: TinyModels, folder: str, single: str
 ) -> None:
-    from_folder = np.asarray(next(engine.generate(make_request(getattr(tiny, folder)))))
-    from_file = np.asarray(next(engine.generate(make_request(getattr(tiny, single)))))
+    from_folder = np.asarray(engine.generate(make_request(getattr(tiny, folder)))[0])
+    from_file = np.asarray(engine.generate(make_request(getattr(tiny, single)))[0])
     difference = np.abs(from_folder.astype(int) - from_file.astype(int))
     assert difference.max() <= 1
 
@@ -46,7 +46,7 @@ def test_single_file_without_config_folder_raises(engine: Engine, tiny: TinyMode
 
 
 def test_cache_evicts_least_recently_used(tiny: TinyModels) -> None:
-    engine = Engine(device="cpu", max_cached_models=1)
+    engine = Engine(device="cpu", memory_budget=1_600_000)  # one tiny model (0.7 or 1.4 MB)
     engine.load(tiny.sd)
     engine.load(tiny.sdxl)
     assert engine.loaded_models == (tiny.sdxl.air,)

@@ -56,8 +56,17 @@ class GatedEngine:
     def load(self, model: Any) -> None:
         assert self.loaded.wait(timeout=60)
 
-    def generate(self, request: Any) -> Any:
-        return iter(())
+    def generate_batch(self, requests: Any) -> list[Any]:
+        return []
+
+    def max_batch(self, request: Any) -> int:
+        return 1
+
+    def annotate(self, *args: Any) -> Any:
+        raise AssertionError("not used")
+
+    resident_bytes = 0
+    evictions = 0
 
 
 def test_ready_is_503_until_the_engine_and_preloaded_models_are_up(settings):

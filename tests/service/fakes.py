@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 from starlette.testclient import TestClient
 
+from kiln.errors import InferenceError, KilnError
 from kiln.executor import InProcessExecutor
 from kiln.server import create_app
 from kiln.service import Services
@@ -22,27 +23,41 @@ from tests.conftest import API_KEY, inference, post
 
 
 class FakeEngine:
-    """Solid-colour images of the requested size, one per seed, at once.
+    """Solid-colour images of the requested size, one per request of a batch, at once.
 
-    A prompt containing "explode" raises like a CUDA out-of-memory error; one containing
-    "hold" waits until `gate` is set.
+    A prompt containing "explode" fails that request (only) like a CUDA out-of-memory error; a
+    batch with a prompt containing "hold" waits until `gate` is set. `calls` counts
+    `generate_batch` calls and `batch_sizes` records the size of each.
     """
 
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.calls = 0
+        self.batch_sizes: list[int] = []
 
     def load(self, model: Any) -> None:
         pass
 
-    def generate(self, request: Any) -> Iterator[Image.Image]:
+    def generate_batch(self, requests: Sequence[Any]) -> list[Image.Image | KilnError]:
         self.calls += 1
-        if "explode" in request.positive_prompt:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        if "hold" in request.positive_prompt:
+        self.batch_sizes.append(len(requests))
+        if any("hold" in request.positive_prompt for request in requests):
             assert self.gate.wait(timeout=60), "test never opened the gate"
-        for seed in request.seeds:
-            yield Image.new("RGB", (request.width, request.height), (seed % 256, 64, 128))
+        return [
+            InferenceError("Generation failed: RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB")
+            if "explode" in request.positive_prompt
+            else Image.new("RGB", (request.width, request.height), (request.seeds[0] % 256, 64, 128))
+            for request in requests
+        ]
+
+    def max_batch(self, request: Any) -> int:
+        return 1024
+
+    def annotate(self, kind: str, path: str, image: Image.Image, options: Any) -> Image.Image:
+        raise NotImplementedError("the fake engine has no annotators")
+
+    resident_bytes = 0
+    evictions = 0
 
 
 @contextlib.contextmanager

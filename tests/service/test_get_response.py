@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from kiln.server import create_app
 from kiln.service import Services
 from tests.conftest import API_KEY, OTHER_KEY, SD, decode_image, inference, new_uuid, post
-from tests.images import data_uri, gradient
+from tests.images import data_uri, gradient, max_difference
 from tests.service.fakes import fake_kiln, get_response, start_held_tasks, wait_finished
 
 
@@ -31,10 +31,11 @@ def test_async_is_acknowledged_then_polled_to_success_over_rest(client):
     assert {i["taskType"] for i in items} == {"imageInference"}
     assert {i["taskUUID"] for i in items} == {task["taskUUID"]}
     assert sorted(i["seed"] for i in items) == [1234, 1235]
-    # the same pixels as a sync request with the same seed
+    # the pixels of a sync request with the same seed, within the 2 grey levels that batching
+    # both images of the task together may change (README: Throughput)
     (sync_item,) = post(client, [inference(numberResults=1)]).json()["data"]
     first = next(i for i in items if i["seed"] == 1234)
-    assert decode_image(first).tobytes() == decode_image(sync_item).tobytes()
+    assert max_difference(decode_image(first), decode_image(sync_item)) <= 2
     assert decode_image(first).size == (128, 128)
 
 

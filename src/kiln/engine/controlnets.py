@@ -1,5 +1,5 @@
-"""ControlNets: loading and caching the models, and running several per request, each with
-its own weight, denoising window and control mode.
+"""ControlNets: loading the models, and running several per request, each with its own weight,
+denoising window and control mode.
 
 Control modes (A1111's names in brackets):
 - `balanced`: the standard residuals ("Balanced").
@@ -12,8 +12,6 @@ Control modes (A1111's names in brackets):
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -73,41 +71,6 @@ class ModedMultiControlNet(MultiControlNetModel):
         return down, mid
 
 
-class ControlNetCache:
-    """Loaded ControlNet models keyed by air and path, least recently used evicted first.
-
-    Thread-safe; at most `capacity` models are held.
-    """
-
-    def __init__(self, device: str, dtype: torch.dtype, capacity: int = 4) -> None:
-        self._device = device
-        self._dtype = dtype
-        self._capacity = capacity
-        self._models: OrderedDict[tuple[str, str], ControlNetModel] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, model: ModelSpec) -> ControlNetModel:
-        """The ControlNet of `model` (a diffusers folder); ModelLoadError if it cannot load."""
-        key = (model.air, model.path)
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            while len(self._models) >= self._capacity:
-                self._models.popitem(last=False)
-            self._models[key] = _load(model, self._device, self._dtype)
-            return self._models[key]
-
-    def components(self, request: GenerationRequest) -> dict[str, Any]:
-        """The `controlnet` pipeline component for `request` (empty without ControlNets)."""
-        if not request.controlnets:
-            return {}
-        nets = [self.get(control.model) for control in request.controlnets]
-        modes = [control.control_mode for control in request.controlnets]
-        controlnet = ModedMultiControlNet(nets, modes, guidance=request.cfg_scale > 1)
-        return {"controlnet": controlnet.to(self._device)}
-
-
 def control_call_kwargs(request: GenerationRequest, kwargs: dict[str, Any]) -> dict[str, Any]:
     """`kwargs` plus the guide images, weights and windows of `request`'s ControlNets.
 
@@ -127,7 +90,9 @@ def control_call_kwargs(request: GenerationRequest, kwargs: dict[str, Any]) -> d
     }
 
 
-def _load(model: ModelSpec, device: str, dtype: torch.dtype) -> ControlNetModel:
+def load_controlnet(model: ModelSpec, device: str, dtype: torch.dtype) -> ControlNetModel:
+    """The ControlNet of `model` (a diffusers folder or a single file) on `device`; raises
+    ModelLoadError (parameter `controlNet`) naming the model when it cannot be loaded."""
     path = Path(model.path)
     try:
         if path.is_dir():

@@ -1,116 +1,299 @@
-"""The engine: turns a GenerationRequest into images, one per seed, on one device."""
+"""The engine: turns batches of one-seed GenerationRequests into images on one device."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+import logging
+from collections.abc import Hashable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import ControlNetModel, DiffusionPipeline
 from PIL import Image
 
-from kiln.errors import InferenceError, InvalidRequestError
+from kiln.errors import InferenceError, InvalidRequestError, KilnError
 from kiln.generation import GenerationRequest, ModelSpec
 
-from .controlnets import ControlNetCache, control_call_kwargs
+from .controlnets import ModedMultiControlNet, control_call_kwargs, load_controlnet
+from .devices import (
+    DeviceOptions,
+    activation_bytes,
+    default_memory_budget,
+    free_memory,
+    prepare_module,
+    prepare_pipeline,
+    set_vae_tiling,
+)
+from .grouping import Unit, batched_kwargs, call_key, setup_key
 from .loras import LoraAdapters
 from .modes import check_mode_inputs, check_pipeline_mode, mode_call_kwargs, unchanged_images
 from .pipeline_classes import pipeline_class
-from .pipelines import PipelineCache
+from .pipelines import load_pipeline
 from .prompts import encode_prompts
+from .residency import Lease, Residency, file_bytes
 from .scheduling import build_scheduler
+
+log = logging.getLogger(__name__)
 
 _MAX_SEED = 2**63 - 1
 
+_DEFAULT_CHANNELS = {"sd1x": (320, 128), "sdxl": (320, 128)}
+"""(UNet, VAE) first-block widths of an architecture, for `max_batch` before a model loads."""
+
+Result = Image.Image | KilnError
+
 
 class Engine:
-    """Runs text-to-image generation with cached diffusers pipelines.
+    """Generates images with resident diffusers pipelines, batching compatible requests into
+    one pipeline call.
 
-    `device` None picks "cuda" when available, else "cpu"; weights are fp16 on CUDA and fp32
-    on CPU. At most `max_cached_models` pipelines stay loaded (least recently used evicted),
-    each with at most `max_loras_per_model` LoRA adapters loaded.
+    Device paths (`kiln.engine.devices`): `device` None picks "cuda" when available, else
+    "cpu"; `dtype` "auto" is fp16 on CUDA and fp32 on a CPU ("bf16" on either, "fp32");
+    attention runs through PyTorch SDPA; `channels_last` (None: on CUDA only) stores the UNet
+    and VAE channels-last; `compile` compiles the UNet with `torch.compile`; images of more
+    than `vae_tiling_pixels` pixels are decoded in VAE tiles.
 
-    Calls are meant to be serialised on one worker thread. Each call still gets its own
-    scheduler on a shallow copy of the cached pipeline, so no request's sampler settings leak
-    into another's.
+    Models (pipelines, ControlNets, LoRAs, annotators) share one residency
+    (`kiln.engine.residency`) of `memory_budget` bytes (None: a share of the device's memory),
+    least recently used evicted first; each pipeline keeps at most `max_loras_per_model` LoRAs.
+
+    Calls are meant to be serialised on one worker thread. Each batch gets its own scheduler
+    on a view of the resident pipeline, so no request's sampler settings leak into another's.
 
     Example:
         >>> engine = Engine()
-        >>> for image in engine.generate(request):  # doctest: +SKIP
-        ...     image.save(...)
+        >>> images = engine.generate_batch([request_a, request_b])  # doctest: +SKIP
     """
 
     def __init__(
-        self, device: str | None = None, max_cached_models: int = 2, max_loras_per_model: int = 8
+        self,
+        device: str | None = None,
+        *,
+        dtype: str = "auto",
+        memory_budget: int | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
+        vae_tiling_pixels: int = 1536 * 1536,
+        max_loras_per_model: int = 8,
     ) -> None:
-        self._device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.float16 if self._device.startswith("cuda") else torch.float32
-        self._cache = PipelineCache(self._device, dtype, max_cached_models)
-        self._loras = LoraAdapters(max_loras_per_model)
-        self._controlnets = ControlNetCache(self._device, dtype)
+        self._options = DeviceOptions.resolve(
+            device, dtype, channels_last, compile, vae_tiling_pixels
+        )
+        self._memory_budget = memory_budget
+        self._residency = Residency(
+            memory_budget or default_memory_budget(self._options.device), self._options.device
+        )
+        self._loras = LoraAdapters(self._residency, max_loras_per_model)
+        self._pipeline_calls = 0
 
     @property
     def device(self) -> str:
         """The torch device the engine runs on, e.g. "cpu" or "cuda"."""
-        return self._device
+        return self._options.device
 
     @property
     def loaded_models(self) -> tuple[str, ...]:
-        """Airs of the models held in memory, least recently used first."""
-        return tuple(air for air, _path in self._cache.cached())
+        """Airs of the pipelines held in memory, least recently used first."""
+        keys = self._residency.keys()
+        return tuple(key[1] for key in keys if isinstance(key, tuple) and key[0] == "pipeline")
+
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of the models held now (pipelines, ControlNets, LoRAs, annotators)."""
+        return self._residency.resident_bytes
+
+    @property
+    def evictions(self) -> int:
+        """Models evicted since the engine started."""
+        return self._residency.evictions
+
+    @property
+    def pipeline_calls(self) -> int:
+        """Pipeline calls run since the engine started (a batch of N runs in one or more)."""
+        return self._pipeline_calls
 
     def load(self, model: ModelSpec) -> None:
-        """Load `model` into the cache now, so a later request does not wait for it.
+        """Load `model` into residency now, so a later request does not wait for it.
 
         Raises ModelLoadError if it cannot be loaded.
         """
-        self._cache.get(model)
+        self.pipeline(model)
 
-    def generate(self, request: GenerationRequest) -> Iterator[Image.Image]:
-        """Yield one RGB image of `request.width` x `request.height` per seed, in seed order.
+    def pipeline(self, model: ModelSpec) -> DiffusionPipeline:
+        """The resident pipeline of `model`, loaded first if needed (ModelLoadError if it
+        cannot be). Shared: run it through `generate_batch`, do not reconfigure it."""
+        return self._residency.get(_pipeline_key(model), lambda: self._load_pipeline(model),
+                                   expected_size=self._expected_size(model))
 
-        Each image is generated by its own pipeline call seeded with its seed, so it depends
-        only on that seed and the other parameters (not on how many seeds were asked for), and
-        the same request on the same device and thread count gives identical pixels. In the
-        "image" and "inpaint" modes, strength 0 yields `init_image` itself without running.
+    def generate(self, request: GenerationRequest) -> list[Image.Image]:
+        """One RGB image of `request.width` x `request.height` per seed, in seed order, each
+        from its own pipeline call (a batch of one): the images do not depend on how many
+        seeds were asked for, and equal what `generate_batch` gives a batch of one.
 
-        Request and model problems are raised here, before iterating: InvalidRequestError (bad
-        size, steps, seed, scheduler or clip skip) and ModelLoadError. Failures while
-        generating, including running out of memory, are raised from the iterator as
-        InferenceError.
+        Raises the KilnError of the first seed that fails (see `generate_batch`).
         """
         _check_request(request)
-        check_mode_inputs(request)
-        pipe = self._pipeline_for(request)
-        check_pipeline_mode(pipe, request)
-        unchanged = unchanged_images(request)
-        if unchanged is not None:  # strength 0: nothing to transform, so nothing to run
-            return iter(unchanged)
-        # before the prompts are encoded: a LoRA may adapt the text encoder too
-        self._loras.activate(self._cache.get(request.model), request.loras)
-        call_kwargs = self._call_kwargs(pipe, request)
-        return self._run(pipe, call_kwargs, request.seeds)
+        images = []
+        for seed in request.seeds:
+            [result] = self.generate_batch([replace(request, seeds=(seed,))])
+            if isinstance(result, KilnError):
+                raise result
+            images.append(result)
+        return images
 
-    def _pipeline_for(self, request: GenerationRequest) -> DiffusionPipeline:
-        """A private view of the cached pipeline, of the class of the request's mode, with the
-        request's own scheduler. Every view shares the cached weights.
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Result]:
+        """Result i is request i's RGB image of its width x height, or the KilnError that
+        failed that request alone; one request's fault never fails another, and nothing is
+        raised for it.
+
+        Every request has exactly one seed (ValueError otherwise). Requests that can share a
+        pipeline call (the same model, mode, size, steps, scheduler, CFG, clip skip, strength,
+        LoRAs and ControlNet settings, and prompt embeddings of the same shape) run in one,
+        each image with its own generator seeded with its seed: its initial noise is what it
+        would be alone, and it equals the request run alone within a few grey levels (the
+        UNet's arithmetic differs slightly with the batch size). The same batch on the same
+        device and thread count gives identical pixels, and a batch of one is exactly the
+        request alone. Others run in separate calls. If a shared call fails, its requests are
+        run one by one, so that only the failing one gets the error.
+
+        In the "image" and "inpaint" modes, strength 0 gives `init_image` itself without
+        running. Errors: InvalidRequestError (bad size, steps, seed, scheduler, clip skip,
+        prompt syntax, mode inputs), ModelLoadError (model, LoRA or ControlNet), and
+        InferenceError for failures while generating, including running out of memory.
         """
-        cached = self._cache.get(request.model)
+        if any(len(request.seeds) != 1 for request in requests):
+            raise ValueError("generate_batch takes requests of exactly one seed each")
+        results: list[Result | None] = [None] * len(requests)
+        setups: dict[Hashable, list[int]] = {}
+        for index, request in enumerate(requests):
+            try:
+                _check_request(request)
+                check_mode_inputs(request)
+            except KilnError as error:
+                results[index] = error
+                continue
+            setups.setdefault(setup_key(request), []).append(index)
+        for indices in setups.values():
+            try:
+                with self._residency.lease() as lease:
+                    self._run_setup(lease, requests, indices, results)
+            except Exception as exc:  # a fault of the engine or a library, not of one request
+                log.exception("preparing a batch of %d failed", len(indices))
+                for index in indices:
+                    if results[index] is None:
+                        results[index] = _inference_error(exc.with_traceback(None))
+        assert all(result is not None for result in results)
+        return results  # type: ignore[return-value]
+
+    def max_batch(self, request: GenerationRequest) -> int:
+        """How many images of `request`'s model and size fit in one call, at least 1.
+
+        (available memory − activations per call) // activations per image, where the
+        activations are `kiln.engine.devices.activation_bytes` for this model at this size,
+        and the available memory is the device's free memory (`devices.free_memory`), and no
+        more than `memory_budget` − `resident_bytes` when a memory budget was given.
+        """
+        unet_channels, vae_channels = self._channels(request.model)
+        per_image, per_call = activation_bytes(
+            width=request.width,
+            height=request.height,
+            unet_channels=unet_channels,
+            vae_channels=vae_channels,
+            element_bytes=self._options.element_bytes,
+            guidance=request.cfg_scale > 1,
+            controlnets=len(request.controlnets),
+        )
+        available = free_memory(self.device)
+        if self._memory_budget is not None:
+            available = min(available, self._memory_budget - self.resident_bytes)
+        return max(1, (available - per_call) // per_image)
+
+    def annotate(self, kind: str, path: str, image: Image.Image, options: Any = None) -> Image.Image:
+        """The guide image of preprocessor `kind` for `image`, from the annotator model at
+        `path` (see `kiln.engine.annotators.annotate`), loaded into this engine's residency."""
+        from .annotators import annotate  # each annotator imports its libraries on first use
+
+        return annotate(kind, path, image, device=self.device, options=options,
+                        residency=self._residency)
+
+    # -- one setup: requests that share a pipeline view and LoRA state ----------------------
+
+    def _run_setup(
+        self,
+        lease: Lease,
+        requests: Sequence[GenerationRequest],
+        indices: list[int],
+        results: list[Result | None],
+    ) -> None:
+        first = requests[indices[0]]
+        runnable = []
+        try:
+            cached = lease.get(_pipeline_key(first.model), lambda: self._load_pipeline(first.model),
+                               expected_size=self._expected_size(first.model))
+        except KilnError as error:
+            for index in indices:
+                results[index] = error
+            return
+        for index in indices:
+            request = requests[index]
+            try:
+                check_pipeline_mode(cached, request)
+            except KilnError as error:
+                results[index] = error
+                continue
+            unchanged = unchanged_images(request)
+            if unchanged is not None:  # strength 0: nothing to transform, so nothing to run
+                results[index] = unchanged[0]
+            else:
+                runnable.append(index)
+        if not runnable:
+            return
+        try:
+            # before the prompts are encoded: a LoRA may adapt the text encoder too
+            self._loras.activate(lease, cached, _pipeline_key(first.model), first.loras)
+            pipe = self._view(lease, cached, first)
+        except KilnError as error:
+            for index in runnable:
+                results[index] = error
+            return
+        calls: dict[Hashable, list[Unit]] = {}
+        for index in runnable:
+            request = requests[index]
+            try:
+                kwargs = self._call_kwargs(pipe, request)
+            except KilnError as error:
+                results[index] = error
+                continue
+            unit = Unit(index, request, kwargs)
+            calls.setdefault(call_key(kwargs), []).append(unit)
+        for units in calls.values():
+            self._run_call(pipe, units, results)
+
+    def _view(self, lease: Lease, cached: DiffusionPipeline, request: GenerationRequest) -> DiffusionPipeline:
+        """A private view of the resident pipeline, of the class of the request's mode, with
+        the request's own scheduler. Every view shares the resident weights.
+        """
         scheduler = build_scheduler(cached.scheduler, request.scheduler)
         cls = pipeline_class(request.model.architecture, request.mode, bool(request.controlnets))
         if type(cached) is cls:
             # The shallow copy shares the weights; assigning the scheduler replaces the copy's
-            # config dict rather than mutating the cached pipeline's.
+            # config dict rather than mutating the resident pipeline's.
             pipe = copy.copy(cached)
         else:
-            pipe = cls.from_pipe(cached, **self._controlnets.components(request))
+            components: dict[str, Any] = {}
+            if request.controlnets:
+                nets = [self._controlnet(lease, control.model) for control in request.controlnets]
+                modes = [control.control_mode for control in request.controlnets]
+                controlnet = ModedMultiControlNet(nets, modes, guidance=request.cfg_scale > 1)
+                components["controlnet"] = controlnet.to(self.device)
+            pipe = cls.from_pipe(cached, **components)
             pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = scheduler
         return pipe
 
     def _call_kwargs(self, pipe: DiffusionPipeline, request: GenerationRequest) -> dict[str, Any]:
-        """Pipeline keyword arguments shared by every seed; modes add their inputs here."""
+        """The keyword arguments of `request`'s pipeline call alone (without the generator)."""
         guidance = request.cfg_scale > 1  # diffusers' own condition for classifier-free guidance
         try:
             prompts = encode_prompts(
@@ -136,17 +319,69 @@ class Engine:
         }
         return control_call_kwargs(request, mode_call_kwargs(request, kwargs))
 
-    def _run(
-        self, pipe: DiffusionPipeline, call_kwargs: dict[str, Any], seeds: tuple[int, ...]
-    ) -> Iterator[Image.Image]:
-        for seed in seeds:
-            generator = torch.Generator(self._device).manual_seed(seed)
-            try:
-                with torch.inference_mode():
-                    image = pipe(**call_kwargs, generator=generator).images[0]
-            except Exception as exc:
-                raise _inference_error(exc) from exc
-            yield image if image.mode == "RGB" else image.convert("RGB")
+    def _run_call(self, pipe: DiffusionPipeline, units: list[Unit], results: list[Result | None]) -> None:
+        """One pipeline call for `units`; if it fails with several, each is run alone."""
+        failure = self._call(pipe, units, results)
+        if failure is None:
+            return
+        if len(units) == 1:
+            results[units[0].index] = failure
+            return
+        log.warning("a batched call of %d images failed (%s); running them one by one", len(units), failure)
+        for unit in units:
+            self._run_call(pipe, [unit], results)
+
+    def _call(self, pipe: DiffusionPipeline, units: list[Unit], results: list[Result | None]) -> InferenceError | None:
+        """Run the pipeline once for `units`, filling their results; or the error it raised."""
+        kwargs = batched_kwargs(pipe, units)
+        generators = [torch.Generator(self.device).manual_seed(unit.request.seeds[0]) for unit in units]
+        first = units[0].request
+        set_vae_tiling(pipe.vae, first.width, first.height, self._options.vae_tiling_pixels)
+        self._pipeline_calls += 1
+        try:
+            with torch.inference_mode():
+                # A batch of one passes its generator as such: exactly the call of old.
+                images = pipe(**kwargs, generator=generators if len(units) > 1 else generators[0]).images
+        except Exception as exc:
+            out_of_memory = isinstance(exc, torch.OutOfMemoryError)
+            log.warning("a pipeline call of %d image(s) failed", len(units), exc_info=not out_of_memory)
+            # Without its traceback, whose frames hold the call's activations on the device.
+            return _inference_error(exc.with_traceback(None))
+        for unit, image in zip(units, images, strict=True):
+            results[unit.index] = image if image.mode == "RGB" else image.convert("RGB")
+        return None
+
+    # -- models -------------------------------------------------------------------------------
+
+    def _load_pipeline(self, model: ModelSpec) -> DiffusionPipeline:
+        pipe = load_pipeline(model, self.device, self._options.dtype)
+        prepare_pipeline(pipe, self._options)
+        return pipe
+
+    def _controlnet(self, lease: Lease, model: ModelSpec) -> ControlNetModel:
+        def load() -> ControlNetModel:
+            net = load_controlnet(model, self.device, self._options.dtype)
+            prepare_module(net, self._options)
+            return net
+
+        return lease.get(("controlnet", model.air, model.path), load,
+                         expected_size=self._expected_size(model))
+
+    def _expected_size(self, model: ModelSpec) -> int:
+        """Bytes `model` will take once loaded in the engine's dtype."""
+        return file_bytes(model.path, self._options.element_bytes)
+
+    def _channels(self, model: ModelSpec) -> tuple[int, int]:
+        """(UNet, VAE) first-block widths: the resident model's, else its architecture's."""
+        key = _pipeline_key(model)
+        if key in self._residency.keys():
+            pipe = self.pipeline(model)
+            return pipe.unet.config.block_out_channels[0], pipe.vae.config.block_out_channels[0]
+        return _DEFAULT_CHANNELS[model.architecture]
+
+
+def _pipeline_key(model: ModelSpec) -> tuple[str, str, str]:
+    return ("pipeline", model.air, model.path)
 
 
 def _check_request(request: GenerationRequest) -> None:
@@ -169,5 +404,8 @@ def _check_request(request: GenerationRequest) -> None:
 
 def _inference_error(exc: Exception) -> InferenceError:
     if isinstance(exc, torch.OutOfMemoryError):
-        return InferenceError("out of device memory while generating; try a smaller image")
-    return InferenceError(f"generation failed: {type(exc).__name__}: {exc}")
+        error = InferenceError("out of device memory while generating; try a smaller image")
+    else:
+        error = InferenceError(f"generation failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error

@@ -1,10 +1,7 @@
-"""Loading diffusers pipelines from local files, and an LRU cache of loaded pipelines."""
+"""Loading diffusers pipelines from local files (the engine's residency keeps them)."""
 
 from __future__ import annotations
 
-import gc
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -83,47 +80,3 @@ def _config_folder(model: ModelSpec) -> Path:
         f"{model.architecture!r}",
         air=model.air,
     )
-
-
-class PipelineCache:
-    """Loaded pipelines keyed by model air and path, least recently used evicted first.
-
-    Holds at most `capacity` pipelines. An evicted pipeline is dropped from the cache and its
-    memory released (garbage collection, and the CUDA cache emptied on a GPU) once no running
-    generation still holds it. Thread-safe; a model is loaded at most once at a time.
-    """
-
-    def __init__(self, device: str, dtype: torch.dtype, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
-        self._device = device
-        self._dtype = dtype
-        self._capacity = capacity
-        self._pipelines: OrderedDict[tuple[str, str], DiffusionPipeline] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, model: ModelSpec) -> DiffusionPipeline:
-        """The pipeline for `model`, loading it (and evicting the oldest) on first use."""
-        key = (model.air, model.path)
-        with self._lock:
-            pipe = self._pipelines.get(key)
-            if pipe is not None:
-                self._pipelines.move_to_end(key)
-                return pipe
-            # Evict before loading so that peak memory holds at most `capacity` models.
-            while len(self._pipelines) >= self._capacity:
-                self._pipelines.popitem(last=False)
-                self._release_memory()
-            pipe = load_pipeline(model, self._device, self._dtype)
-            self._pipelines[key] = pipe
-            return pipe
-
-    def cached(self) -> list[tuple[str, str]]:
-        """The (air, path) keys held, least recently used first."""
-        with self._lock:
-            return list(self._pipelines)
-
-    def _release_memory(self) -> None:
-        gc.collect()
-        if self._device.startswith("cuda"):
-            torch.cuda.empty_cache()

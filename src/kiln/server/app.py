@@ -57,7 +57,7 @@ def create_app(services: Services, preload: Sequence[str] = ()) -> Starlette:
         return JSONResponse(body, status_code=200 if is_ready else 503)
 
     async def metrics(request: Request) -> Response:
-        body, content_type = dispatcher.metrics.exposition()
+        body, content_type = dispatcher.metrics.exposition(services.executor.metrics.exposition())
         return Response(body, media_type=content_type)
 
     @asynccontextmanager

@@ -49,6 +49,9 @@ from kiln.service.services import Services
 log = logging.getLogger(__name__)
 
 UPLOADED_IMAGE_FIELDS = ("imageUUID", "guideImageUUID")
+TASK_TYPES = ("authentication", "ping", "getResponse", "imageInference", "imageUpload",
+              "modelSearch", "imageControlNetPreProcess", "controlNetPreprocess")
+"""Every task type served; the last five have handlers (both names of preprocessing)."""
 """The reply fields naming the image that `uploadEndpoint` receives (imageInference,
 preprocessing)."""
 
@@ -116,8 +119,9 @@ class Dispatcher:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.metrics = Metrics(TASK_TYPES)
         self._handlers: dict[str, TaskHandler] = {
-            "imageInference": ImageInferenceHandler(services),
+            "imageInference": ImageInferenceHandler(services, self.metrics.encoding),
             "imageUpload": ImageUploadHandler(services),
             "modelSearch": ModelSearchHandler(services),
             # both names of ControlNet preprocessing; replies echo the one received
@@ -132,7 +136,6 @@ class Dispatcher:
         )
         self._retry = RetryPolicy(settings.delivery_attempts, settings.delivery_backoff_s)
         self.background = BackgroundTasks()
-        self.metrics = Metrics(self.task_types)
         self._draining = False
         self._running = 0  # admitted tasks not yet ended (sync and background)
         self._idle = asyncio.Event()
@@ -150,7 +153,7 @@ class Dispatcher:
 
     @property
     def task_types(self) -> tuple[str, ...]:
-        return ("authentication", "ping", "getResponse", *self._handlers)
+        return TASK_TYPES
 
     def check_request_size(self, tasks: list[Any]) -> None:
         """Raise `RateLimitError` when one request carries more tasks than the server takes."""

@@ -7,6 +7,8 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+from prometheus_client import Histogram
+
 from kiln.errors import InvalidRequestError
 from kiln.generation import GenerationRequest
 from kiln.keys import Principal
@@ -55,8 +57,9 @@ class ImageInferenceHandler:
 
     validate = staticmethod(parse_image_inference)  # the dispatcher validates before admission
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, encoding: Histogram) -> None:
         self._services = services
+        self._encoding = encoding  # seconds from a generated image to its result item
 
     async def __call__(
         self, raw: dict[str, Any], principal: Principal
@@ -76,13 +79,15 @@ class ImageInferenceHandler:
         )
         plan = await plan_edit(self._services, task, entry, request, principal.key_id, budget)
         request = plan.request
-        images = self._services.executor.generate(request)
+        images = self._services.executor.generate(request, owner=principal.key_id)
         index = 0
         async for image in images:
             seed = request.seeds[index]
             index += 1
-            image = await asyncio.to_thread(plan.finish, image)
-            yield await asyncio.to_thread(self._deliver, image, seed, task, request, principal)
+            with self._encoding.time():
+                image = await asyncio.to_thread(plan.finish, image)
+                item = await asyncio.to_thread(self._deliver, image, seed, task, request, principal)
+            yield item
 
     def _deliver(
         self,

@@ -1,7 +1,8 @@
 """Prometheus metrics of one Kiln app, served at `GET /metrics` in the text exposition format.
 
 What an operator watches: replies by task type and outcome (`success` or the error code), how
-long admitted tasks take, and how many run now. Labels come from bounded sets (the served task
+long admitted tasks take, how many run now, and how long finished images take to check, encode
+and store; the executor's queue, batch and model-memory metrics follow in the same exposition. Labels come from bounded sets (the served task
 types, else `unknown`; Kiln's error codes), so a client cannot grow the series without bound.
 """
 
@@ -37,6 +38,11 @@ class Metrics:
             "kiln_task_duration_seconds", "Time from admission to the end of a task that ran.",
             ["task_type"], buckets=DURATION_BUCKETS, registry=self.registry,
         )
+        self.encoding = Histogram(
+            "kiln_image_encoding_seconds", "Seconds from a generated image to its stored file "
+            "(NSFW check when asked, encoding, storing).", buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "kiln_tasks_in_flight", "Admitted tasks still running (async ones included).",
             registry=self.registry,
@@ -52,6 +58,7 @@ class Metrics:
     def ran(self, task_type: str | None, seconds: float) -> None:
         self._duration.labels(self._label(task_type)).observe(seconds)
 
-    def exposition(self) -> tuple[bytes, str]:
-        """The registry in Prometheus' text format, and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+    def exposition(self, *more: bytes) -> tuple[bytes, str]:
+        """The registry in Prometheus' text format followed by `more` expositions (the
+        executor's), and their content type."""
+        return b"".join((generate_latest(self.registry), *more)), CONTENT_TYPE_LATEST

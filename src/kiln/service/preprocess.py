@@ -34,6 +34,13 @@ def target_size(size: tuple[int, int], width: int | None, height: int | None) ->
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
+def _fitted(image: Image.Image, width: int | None, height: int | None) -> Image.Image:
+    """`image` in RGB, downscaled to fit `width` x `height` (see `target_size`)."""
+    image = image.convert("RGB")
+    size = target_size(image.size, width, height)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
+
+
 def register_command(kind: str) -> str:
     """The command an operator runs to serve preprocessor `kind` (one of ANNOTATED)."""
     return (
@@ -78,15 +85,28 @@ class PreprocessHandler:
         task = self.validate(raw)
         owner = principal.key_id
         resolved = await resolve_image_input(self._services, task.inputImage, parameter="inputImage", owner=owner)
-        yield await asyncio.to_thread(self._run, task, resolved, owner)
+        image = await asyncio.to_thread(_fitted, resolved.image, task.width, task.height)
+        guide = await self._guide(task, image)
+        yield await asyncio.to_thread(self._reply, task, resolved, guide, owner)
 
-    def _run(self, task: PreprocessTask, resolved: ResolvedImage, owner: str) -> dict[str, Any]:
+    async def _guide(self, task: PreprocessTask, image: Image.Image) -> Image.Image:
+        """The guide image: a built-in preprocessor off the event loop, or an annotator model on
+        the executor's worker (it owns the device; a generation never runs beside it)."""
+        kind = task.preProcessorType
+        if kind in BUILT_IN:
+            thresholds = CannyThresholds(task.lowThresholdCanny, task.highThresholdCanny)
+            return await asyncio.to_thread(run_preprocessor, kind, image, thresholds)
+        path = self._annotator(kind).path  # looked up again: it may have been removed since validation
+        from kiln.engine.annotators import AnnotatorOptions  # imports torch: first use only
+
+        options = AnnotatorOptions(hands_and_face=task.includeHandsAndFaceOpenPose)
+        return await self._services.executor.run(
+            lambda engine: engine.annotate(kind, path, image, options))
+
+    def _reply(self, task: PreprocessTask, resolved: ResolvedImage, guide: Image.Image,
+               owner: str) -> dict[str, Any]:
+        """Store the input (unless it was an image UUID) and the guide; the result item."""
         input_uuid = resolved.image_uuid or self._store(resolved.image, owner, "PNG", 95, "uploaded")[0].image_uuid
-        image = resolved.image.convert("RGB")
-        size = target_size(image.size, task.width, task.height)
-        if size != image.size:
-            image = image.resize(size, Image.Resampling.LANCZOS)
-        guide = self._guide(task, image)
         stored, data = self._store(guide, owner, task.outputFormat, task.outputQuality, "guide")
         item: dict[str, Any] = {
             "guideImageUUID": stored.image_uuid,
@@ -96,19 +116,6 @@ class PreprocessHandler:
         if task.includeCost:
             item["cost"] = PREPROCESS_COST
         return item
-
-    def _guide(self, task: PreprocessTask, image: Image.Image) -> Image.Image:
-        kind = task.preProcessorType
-        if kind in BUILT_IN:
-            return run_preprocessor(kind, image, CannyThresholds(task.lowThresholdCanny, task.highThresholdCanny))
-        entry = self._annotator(kind)  # looked up again: it may have been removed since validation
-        from kiln.engine.annotators import (  # imports torch: first use only
-            AnnotatorOptions,
-            annotate,
-        )
-
-        options = AnnotatorOptions(hands_and_face=task.includeHandsAndFaceOpenPose)
-        return annotate(kind, entry.path, image, device=self._services.settings.device, options=options)
 
     def _store(
         self, image: Image.Image, owner: str, output_format: str, quality: int, origin: str

@@ -44,7 +44,9 @@ class Services:
             catalog=Catalog(db),
             images=images,
             tasks=tasks,
-            executor=executor or InProcessExecutor(default_engine_factory(settings.device, settings.torch_threads)),
+            executor=executor or InProcessExecutor(
+                default_engine_factory(settings), max_batch=settings.max_batch,
+                batch_window_s=settings.batch_window_ms / 1000),
             nsfw=NSFWChecker(settings.nsfw_classes, settings.nsfw_threshold),
             retention=retention,
         )

@@ -4,8 +4,9 @@ a guide image (depth maps, segmentation maps, poses, normals, soft edges, anime 
 Each lives in a file or folder the operator registered in the catalog (category `annotator`,
 `conditioning` naming the preprocessor); `kiln.preprocess.ANNOTATED` says which format each
 preprocessor takes. `annotate` runs the one for a preprocessor: the model is loaded on first use
-and kept (`loading.load_once`); a module is imported only when its preprocessor is first asked
-for, so a server that never segments never imports the segmentation code.
+and kept in a model residency (`loading.load_once`; the engine's when it runs them through
+`Engine.annotate`); a module is imported only when its preprocessor is first asked for, so a
+server that never segments never imports the segmentation code.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib
 from PIL import Image
 
 from kiln.engine.annotators.loading import AnnotatorOptions, default_device, load_once
+from kiln.engine.residency import Residency
 
 _RUNNERS = {
     "depth": ("depth", "estimate_depth"),
@@ -24,8 +26,9 @@ _RUNNERS = {
     "softedge": ("edges", "soft_edges"),
     "lineart_anime": ("exported", "anime_line_art"),
 }
-"""Preprocessor → (module of this package, function(path, image, device, options) -> Image).
-Each module also has `load(path, device)`, which builds the model from its files."""
+"""Preprocessor → (module of this package, its function(path, image, device, options,
+residency) -> Image). Each module also has `load(path, device)`, which builds the model from
+its files."""
 
 
 def _module(kind: str):
@@ -45,14 +48,16 @@ def annotate(
     *,
     device: str | None = None,
     options: AnnotatorOptions | None = None,
+    residency: Residency | None = None,
 ) -> Image.Image:
-    """The guide image of preprocessor `kind` for `image`, from the annotator at `path`.
+    """The guide image of preprocessor `kind` for `image`, from the annotator at `path`, whose
+    model is kept in `residency` (None: `loading.shared_residency`).
 
     The result has `image`'s size. A model that cannot be loaded raises `ModelLoadError`
     (`modelUnavailable`) naming the path and the cause.
     """
     run = getattr(_module(kind), _RUNNERS[kind][1])
-    return run(path, image, device or default_device(), options or AnnotatorOptions())
+    return run(path, image, device or default_device(), options or AnnotatorOptions(), residency)
 
 
 __all__ = ["AnnotatorOptions", "annotate", "check_annotator"]

@@ -12,6 +12,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
 from kiln.engine.annotators.loading import AnnotatorOptions, load_once
+from kiln.engine.residency import Residency
 
 # These predict distance (larger = farther); DPT and Depth Anything's relative models predict
 # inverse depth (larger = nearer), which is what a depth ControlNet was trained on.
@@ -36,10 +37,13 @@ def load(path: str, device: str) -> _DepthModel:
     )
 
 
-def estimate_depth(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> Image.Image:
+def estimate_depth(
+    path: str, image: Image.Image, device: str, _: AnnotatorOptions,
+    residency: Residency | None = None,
+) -> Image.Image:
     """The depth map of `image` from the depth-estimation model in folder `path`: a grayscale
     image of `image`'s size, stretched to 0-255, nearer surfaces brighter."""
-    depth_model = load_once("depth", path, device, load)
+    depth_model = load_once("depth", path, device, load, residency)
     inputs = depth_model.processor(images=image.convert("RGB"), return_tensors="pt")
     with torch.inference_mode():
         inputs = {name: value.to(depth_model.model.device) for name, value in inputs.items()}

@@ -15,6 +15,7 @@ from kornia.image import image_to_tensor
 from PIL import Image
 
 from kiln.engine.annotators.loading import AnnotatorOptions, load_once
+from kiln.engine.residency import Residency
 
 DETECTION_SHORT_SIDE = 512
 """An image whose shorter side is longer than this is scaled down to it before detection: the
@@ -42,11 +43,14 @@ def _detection_size(width: int, height: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def soft_edges(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> Image.Image:
+def soft_edges(
+    path: str, image: Image.Image, device: str, _: AnnotatorOptions,
+    residency: Residency | None = None,
+) -> Image.Image:
     """The soft edge map of `image` from the DexiNed checkpoint at `path`: a grayscale image of
     `image`'s size, each pixel the edge probability scaled to 0-255 (edges white). DexiNed sees at
     most `DETECTION_LONG_SIDE` pixels per side, whatever `image`'s size."""
-    network = load_once("softedge", path, device, load)
+    network = load_once("softedge", path, device, load, residency)
     rgb = image_to_tensor(np.array(image.convert("RGB")), keepdim=False).float() / 255
     detection_size = _detection_size(image.width, image.height)
     if detection_size != (image.height, image.width):

@@ -29,6 +29,7 @@ from PIL import Image
 from torch.export.passes import move_to_device_pass
 
 from kiln.engine.annotators.loading import AnnotatorOptions, load_once
+from kiln.engine.residency import Residency
 
 DETECT_RESOLUTION = 512
 """The shorter side the image is scaled to before detection (controlnet_aux's default)..."""
@@ -71,12 +72,15 @@ def _generator_input(rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(detected, size, interpolation=cv2.INTER_CUBIC)
 
 
-def anime_line_art(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> Image.Image:
+def anime_line_art(
+    path: str, image: Image.Image, device: str, _: AnnotatorOptions,
+    residency: Residency | None = None,
+) -> Image.Image:
     """The anime line art of `image` from the exported Anime2Sketch generator at `path`: a
     grayscale image of `image`'s size, lines white on black (the inverse of the generator's dark
     lines on white, as the lineart_anime ControlNet expects). The generator sees at most
     `MAX_DETECT_SIDE` pixels per side, whatever `image`'s size."""
-    generator = load_once("lineart_anime", path, device, load)
+    generator = load_once("lineart_anime", path, device, load, residency)
     rgb = np.array(image.convert("RGB"))
     feed = torch.from_numpy(_generator_input(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1
     with torch.inference_mode():

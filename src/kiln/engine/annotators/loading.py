@@ -1,10 +1,11 @@
-"""Loading annotator models once per (kind, path, device) and keeping them.
+"""Loading annotator models once per (kind, path, device) into a model residency.
 
 Each annotator module hands `load_once` a loader; the first call runs it (two first requests
 at once load the files once; a slow load blocks only requests for the same model), later calls
-return what it built. A loader that fails raises
-`ModelLoadError` naming the preprocessor and the path, so a client sees `modelUnavailable`
-and the operator reads what was wrong with the registered files.
+return what it built while it stays resident. The engine passes its own residency, so annotators
+share its byte budget with the pipelines; without one, a residency of this module's is used.
+A loader that fails raises `ModelLoadError` naming the preprocessor and the path, so a client
+sees `modelUnavailable` and the operator reads what was wrong with the registered files.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
+from kiln.engine.devices import default_memory_budget
+from kiln.engine.residency import Residency, file_bytes
 from kiln.errors import KilnError, ModelLoadError
 
 T = TypeVar("T")
 
-_cache: dict[tuple[str, str, str], Any] = {}
-_loading: dict[tuple[str, str, str], threading.Lock] = {}
-_lock = threading.Lock()  # guards `_loading`
+_shared: dict[str, Residency] = {}
+_lock = threading.Lock()  # guards `_shared`
 
 
 @dataclass(frozen=True)
@@ -37,20 +39,34 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_once(kind: str, path: str, device: str, loader: Callable[[str, str], T]) -> T:
-    """`loader(path, device)`, run once per (kind, path, device) and kept for later calls."""
-    key = (kind, path, device)
+def shared_residency(device: str) -> Residency:
+    """The residency of annotators run without an engine's, one per device."""
     with _lock:
-        model_lock = _loading.setdefault(key, threading.Lock())
-    with model_lock:
-        if key not in _cache:
-            try:
-                _cache[key] = loader(path, device)
-            except KilnError:
-                raise
-            except Exception as error:
-                raise ModelLoadError(
-                    f"The '{kind}' annotator at {path} could not be loaded: {error}",
-                    parameter="preProcessorType",
-                ) from error
-        return _cache[key]
+        if device not in _shared:
+            _shared[device] = Residency(default_memory_budget(device), device)
+        return _shared[device]
+
+
+def load_once(
+    kind: str,
+    path: str,
+    device: str,
+    loader: Callable[[str, str], T],
+    residency: Residency | None = None,
+) -> T:
+    """`loader(path, device)`, run once per (kind, path, device) and kept in `residency` (by
+    default `shared_residency(device)`) for later calls."""
+
+    def load() -> T:
+        try:
+            return loader(path, device)
+        except KilnError:
+            raise
+        except Exception as error:
+            raise ModelLoadError(
+                f"The '{kind}' annotator at {path} could not be loaded: {error}",
+                parameter="preProcessorType",
+            ) from error
+
+    residency = residency or shared_residency(device)
+    return residency.get(("annotator", kind, path, device), load, expected_size=file_bytes(path))

@@ -26,6 +26,7 @@ from diffusers.pipelines.marigold import MarigoldImageProcessor
 from PIL import Image
 
 from kiln.engine.annotators.loading import AnnotatorOptions, load_once
+from kiln.engine.residency import Residency
 
 _SEED = 0
 
@@ -67,7 +68,8 @@ def normalbae_image(normals: np.ndarray) -> Image.Image:
 
 
 def estimate_normals(
-    path: str, image: Image.Image, device: str, _: AnnotatorOptions
+    path: str, image: Image.Image, device: str, _: AnnotatorOptions,
+    residency: Residency | None = None,
 ) -> Image.Image:
     """The normalbae guide image of `image` from the Marigold normals pipeline in folder `path`:
     an RGB image of `image`'s size, coloured as described in the module docstring.
@@ -75,7 +77,7 @@ def estimate_normals(
     Runs the model's own number of denoising steps and processing resolution, one ensemble
     member, from a fixed seed: the same image and model give the same bytes.
     """
-    model = load_once("normalbae", path, device, load)
+    model = load_once("normalbae", path, device, load, residency)
     with model.lock, torch.inference_mode():
         prediction = model.pipeline(
             image.convert("RGB"),

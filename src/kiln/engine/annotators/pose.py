@@ -22,6 +22,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForObjectDetection, VitPoseForPoseEstimation
 
 from kiln.engine.annotators.loading import AnnotatorOptions, load_once
+from kiln.engine.residency import Residency
 from kiln.errors import ModelLoadError, UnsupportedError
 
 CONFIDENCE_THRESHOLD = 0.3
@@ -135,14 +136,17 @@ def _load_detector(folder: Path, device: str) -> _PersonDetector:
     )
 
 
-def draw_pose(path: str, image: Image.Image, device: str, options: AnnotatorOptions) -> Image.Image:
+def draw_pose(
+    path: str, image: Image.Image, device: str, options: AnnotatorOptions,
+    residency: Residency | None = None,
+) -> Image.Image:
     """The OpenPose skeleton of the people in `image`, from the VitPose model at `path`: an RGB
     image of `image`'s size, black where nobody is; hands and face too if `options` asks.
 
     Raises `UnsupportedError` (`unsupportedParameter`, `includeHandsAndFaceOpenPose`) when hands
     and face are asked of a model that predicts body keypoints only.
     """
-    pose_model = load_once("openpose", path, device, load)
+    pose_model = load_once("openpose", path, device, load, residency)
     whole_body = pose_model.model.config.num_labels == _WHOLE_BODY
     if options.hands_and_face and not whole_body:
         raise UnsupportedError(

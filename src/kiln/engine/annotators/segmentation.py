@@ -19,6 +19,7 @@ from transformers import (
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
 
 from kiln.engine.annotators.loading import AnnotatorOptions, load_once
+from kiln.engine.residency import Residency
 
 # fmt: off
 ADE20K_PALETTE = np.array([
@@ -104,7 +105,10 @@ def color_by_class(class_map: np.ndarray) -> Image.Image:
     return Image.fromarray(ADE20K_PALETTE[class_map])
 
 
-def segment(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> Image.Image:
+def segment(
+    path: str, image: Image.Image, device: str, _: AnnotatorOptions,
+    residency: Residency | None = None,
+) -> Image.Image:
     """The ADE20K class map of `image` from the segmentation model in folder `path`: an RGB
     image of `image`'s size whose every pixel has the palette colour of its predicted class
     (scored at most `DETECTION_LONG_SIDE` pixels wide or high).
@@ -113,7 +117,7 @@ def segment(path: str, image: Image.Image, device: str, _: AnnotatorOptions) -> 
     model, whose class ids mean other things) fails at load time with `ModelLoadError`, as does
     a folder that holds no semantic-segmentation model.
     """
-    segmentation = load_once("seg", path, device, load)
+    segmentation = load_once("seg", path, device, load, residency)
     inputs = segmentation.processor(images=image.convert("RGB"), return_tensors="pt")
     scale = min(1.0, DETECTION_LONG_SIDE / max(image.size))
     scored_size = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))

@@ -1,0 +1,81 @@
+"""How a batch of one-seed requests becomes pipeline calls: which requests share a pipeline
+view (`setup_key`), which of those share a call (`call_key`), and the arguments of that call
+(`batched_kwargs`)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+
+from kiln.generation import GenerationRequest
+
+PER_IMAGE_INPUTS = frozenset({
+    "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds",
+    "image", "mask_image", "control_image",
+})
+"""Pipeline arguments that differ per image of a call; every other argument is shared."""
+
+
+@dataclass
+class Unit:
+    """One request of a batch, ready to run: its position and its solo pipeline arguments."""
+
+    index: int
+    request: GenerationRequest
+    kwargs: dict[str, Any]
+
+
+def setup_key(request: GenerationRequest) -> Hashable:
+    """What requests must share to run on one pipeline view with one LoRA state."""
+    return (
+        request.model,
+        request.mode,
+        request.scheduler,
+        request.cfg_scale > 1,  # ModedMultiControlNet's guidance
+        tuple((control.model, control.control_mode) for control in request.controlnets),
+        request.loras,
+    )
+
+
+def call_key(kwargs: dict[str, Any]) -> Hashable:
+    """Requests whose keys are equal can share a pipeline call: the same shared arguments and
+    per-image tensors of the same shapes."""
+    shared = tuple(sorted(
+        (name, tuple(value) if isinstance(value, list) else value)
+        for name, value in kwargs.items() if name not in PER_IMAGE_INPUTS
+    ))
+    shapes = tuple(
+        (name, None if value is None else tuple(value.shape))
+        for name, value in sorted(kwargs.items())
+        if isinstance(value, torch.Tensor) or (value is None and name in PER_IMAGE_INPUTS)
+    )
+    return shared, shapes
+
+
+def batched_kwargs(pipe: DiffusionPipeline, units: list[Unit]) -> dict[str, Any]:
+    """The arguments of one call for `units`: embeddings concatenated, seed and mask images as
+    lists, and each ControlNet's guides as one tensor of the batch, preprocessed as the
+    pipeline would preprocess each guide (not every ControlNet pipeline takes nested lists)."""
+    if len(units) == 1:
+        return units[0].kwargs
+    kwargs = dict(units[0].kwargs)
+    for name, value in units[0].kwargs.items():
+        if name not in PER_IMAGE_INPUTS or value is None:
+            continue
+        values = [unit.kwargs[name] for unit in units]
+        if isinstance(value, torch.Tensor):
+            kwargs[name] = torch.cat(values)
+        elif isinstance(value, list):  # [per net] guide images
+            kwargs[name] = [
+                pipe.control_image_processor.preprocess(
+                    list(guides), height=kwargs.get("height"), width=kwargs.get("width")
+                ).to(dtype=torch.float32)
+                for guides in zip(*values, strict=True)
+            ]
+        else:
+            kwargs[name] = values
+    return kwargs
