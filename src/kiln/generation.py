@@ -5,6 +5,7 @@ Nothing here imports torch: the service builds these records, the engine consume
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -52,11 +53,37 @@ class LoraInput:
 
 
 @dataclass(frozen=True)
+class EmbeddingInput:
+    """One textual-inversion embedding of a request: its vectors, times `weight`, stand wherever
+    `trigger` appears in a prompt as a whole word, in any case (see `trigger_pattern`)."""
+
+    model: ModelSpec
+    trigger: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class RefinerInput:
+    """An SDXL refiner that takes over the denoising at `start` (a fraction, 0-1) of the steps:
+    the base model denoises up to it and hands its latents over (ensemble of experts)."""
+
+    model: ModelSpec
+    start: float
+
+
+def trigger_pattern(trigger: str) -> re.Pattern[str]:
+    """`trigger` as a whole word (no letter, digit or `_` on either side), in any case."""
+    return re.compile(rf"(?<!\w){re.escape(trigger)}(?!\w)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One text-to-image generation: one image per entry of `seeds`, in that order.
 
     `scheduler` is a Runware scheduler name (see `kiln.schedulers`) or None for the model's own.
-    `clip_skip` counts CLIP layers skipped from the end (0 = last layer).
+    `clip_skip` counts CLIP layers skipped from the end (0 = last layer). `vae` replaces the
+    model's VAE (of the same architecture); `embeddings` add textual-inversion tokens to the
+    prompts; `refiner` finishes the denoising with an SDXL refiner.
     """
 
     model: ModelSpec
@@ -76,3 +103,6 @@ class GenerationRequest:
     prompt_weighting: PromptWeighting | None = None
     controlnets: tuple[ControlNetInput, ...] = ()
     loras: tuple[LoraInput, ...] = ()
+    vae: ModelSpec | None = None
+    embeddings: tuple[EmbeddingInput, ...] = ()
+    refiner: RefinerInput | None = None

@@ -17,7 +17,15 @@ from kiln.engine import Engine
 from kiln.engine.demo_models import build_tiny_controlnet, build_tiny_lora, build_tiny_sd_inpaint
 from kiln.errors import InferenceError, InvalidRequestError, KilnError, ModelLoadError
 from kiln.executor.batching import batch_key
-from kiln.generation import ControlNetInput, GenerationRequest, LoraInput, ModelSpec
+from kiln.generation import (
+    ControlNetInput,
+    EmbeddingInput,
+    GenerationRequest,
+    LoraInput,
+    ModelSpec,
+    RefinerInput,
+)
+from tests.tiny_extras import build_refiner_folder, build_vae_folder, write_sdxl_embedding
 
 from .helpers import TinyModels, make_request
 
@@ -32,6 +40,9 @@ def extra(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelSpec]:
         "canny": ModelSpec("test:cn-a@1", "sd1x", str(build_tiny_controlnet(root / "cn-a"))),
         "depth": ModelSpec("test:cn-b@1", "sd1x", str(build_tiny_controlnet(root / "cn-b"))),
         "lora": ModelSpec("test:lora@1", "sd1x", str(build_tiny_lora(root / "lora"))),
+        "vae-xl": ModelSpec("test:vae-xl@1", "sdxl", str(build_vae_folder(root / "vae-xl"))),
+        "embedding-xl": ModelSpec("test:emb-xl@1", "sdxl", str(write_sdxl_embedding(root / "emb.safetensors"))),
+        "refiner": ModelSpec("test:refiner@1", "sdxl", str(build_refiner_folder(root / "refiner"))),
     }
 
 
@@ -167,6 +178,19 @@ def test_a_guide_image_steers_only_its_own_image(
 
 def test_loras_batch(engine: Engine, tiny: TinyModels, extra: dict[str, ModelSpec]) -> None:
     check_batch(engine, variants(make_request(tiny.sd, loras=(LoraInput(extra["lora"], 0.8),))))
+
+
+@pytest.mark.parametrize("mode", ["text", "image", "inpaint"])
+def test_a_refiner_with_a_vae_and_an_embedding_runs_both_stages_batched(
+    engine: Engine, tiny: TinyModels, extra: dict[str, ModelSpec], mode: str
+) -> None:
+    request = make_request(
+        tiny.sdxl, steps=4, mode=mode, init_image=None if mode == "text" else picture(0), strength=0.8,
+        mask_image=centre_mask() if mode == "inpaint" else None, vae=extra["vae-xl"],
+        embeddings=(EmbeddingInput(extra["embedding-xl"], "tinyembxl", 1.0),),
+        refiner=RefinerInput(extra["refiner"], 0.5),
+    )
+    check_batch(engine, [replace(r, positive_prompt=f"{r.positive_prompt} tinyembxl") for r in variants(request)])
 
 
 def test_strength_0_gives_each_request_its_own_seed_image(engine: Engine, tiny: TinyModels) -> None:

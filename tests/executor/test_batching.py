@@ -10,11 +10,21 @@ from PIL import Image
 
 from kiln.executor import batch_key
 from kiln.executor.batching import PER_IMAGE_FIELDS, Unit, UnitQueue
-from kiln.generation import ControlNetInput, GenerationRequest, LoraInput, ModelSpec
+from kiln.generation import (
+    ControlNetInput,
+    EmbeddingInput,
+    GenerationRequest,
+    LoraInput,
+    ModelSpec,
+    RefinerInput,
+)
 
 MODEL = ModelSpec("kiln:tiny-sd@1", "sd1x", "/models/tiny-sd")
 LORA = ModelSpec("kiln:tiny-lora@1", "sd1x", "/models/tiny-lora.safetensors")
 CONTROLNET = ModelSpec("kiln:tiny-controlnet@1", "sd1x", "/models/tiny-controlnet")
+VAE = ModelSpec("kiln:tiny-vae@1", "sd1x", "/models/tiny-vae")
+EMBEDDING = EmbeddingInput(ModelSpec("kiln:tiny-emb@1", "sd1x", "/models/emb.pt"), "tinyemb")
+REFINER = RefinerInput(ModelSpec("kiln:tiny-refiner@1", "sdxl", "/models/refiner"), 0.8)
 
 
 def request(**changes: object) -> GenerationRequest:
@@ -55,6 +65,9 @@ def test_prompts_seeds_and_input_images_may_differ_within_a_batch():
     {"prompt_weighting": "compel"},
     {"loras": (LoraInput(LORA, 0.5),)},
     {"controlnets": (guide((0, 0, 0)),)},
+    {"vae": VAE},
+    {"embeddings": (EMBEDDING,)},
+    {"refiner": REFINER},
 ])
 def test_what_changes_the_pipeline_call_changes_the_key(changes):
     assert batch_key(request(**changes)) != batch_key(request())

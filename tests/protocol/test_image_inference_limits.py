@@ -76,12 +76,10 @@ def test_range_errors_carry_min_max_and_type(client):
 
 @pytest.mark.parametrize(
     "parameter",
-    ["refiner", "ipAdapters", "embeddings", "vae"],  # controlNet and lora: tests/service
+    ["ipAdapters", "lycoris"],  # controlNet, lora, embeddings, vae, refiner: tests/service
 )
 def test_unimplemented_parameters_are_refused_not_ignored(client, parameter):
-    value = {"model": "civitai:1@1"} if parameter == "refiner" else (
-        "civitai:1@1" if parameter == "vae" else [{"model": "civitai:1@1"}]
-    )
+    value = [{"model": "civitai:1@1"}]
     (error,) = post(client, [inference(**{parameter: value})]).json()["errors"]
     assert error["code"] == "unsupportedParameter"
     assert error["parameter"] == parameter

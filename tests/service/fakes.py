@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from kiln.errors import InferenceError, KilnError
 from kiln.executor import InProcessExecutor
+from kiln.progress import StepListener, StepProgress
 from kiln.server import create_app
 from kiln.service import Services
 from kiln.settings import Settings
@@ -26,7 +27,8 @@ class FakeEngine:
     """Solid-colour images of the requested size, one per request of a batch, at once.
 
     A prompt containing "explode" fails that request (only) like a CUDA out-of-memory error; a
-    batch with a prompt containing "hold" waits until `gate` is set. `calls` counts
+    batch with a prompt containing "hold" waits until `gate` is set. Given a step listener,
+    every image reports its first step at once and the others after the gate. `calls` counts
     `generate_batch` calls and `batch_sizes` records the size of each.
     """
 
@@ -38,17 +40,30 @@ class FakeEngine:
     def load(self, model: Any) -> None:
         pass
 
-    def generate_batch(self, requests: Sequence[Any]) -> list[Image.Image | KilnError]:
+    def generate_batch(
+        self, requests: Sequence[Any], on_step: StepListener | None = None
+    ) -> list[Image.Image | KilnError]:
         self.calls += 1
         self.batch_sizes.append(len(requests))
+        self._report(requests, first=True, on_step=on_step)
         if any("hold" in request.positive_prompt for request in requests):
             assert self.gate.wait(timeout=60), "test never opened the gate"
+        self._report(requests, first=False, on_step=on_step)
         return [
             InferenceError("Generation failed: RuntimeError: CUDA out of memory. Tried to allocate 20.00 GiB")
             if "explode" in request.positive_prompt
             else Image.new("RGB", (request.width, request.height), (request.seeds[0] % 256, 64, 128))
             for request in requests
         ]
+
+    @staticmethod
+    def _report(requests: Sequence[Any], *, first: bool, on_step: StepListener | None) -> None:
+        """Step 1 of each image (`first`), or its other steps."""
+        if on_step is None:
+            return
+        for index, request in enumerate(requests):
+            for step in [1] if first else range(2, request.steps + 1):
+                on_step(StepProgress(index, step, request.steps))
 
     def max_batch(self, request: Any) -> int:
         return 1024

@@ -9,11 +9,12 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from diffusers import ControlNetModel, DiffusionPipeline
+from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline
 from PIL import Image
 
-from kiln.errors import InferenceError, InvalidRequestError, KilnError
+from kiln.errors import InferenceError, InvalidRequestError, KilnError, ModelLoadError
 from kiln.generation import GenerationRequest, ModelSpec
+from kiln.progress import StepListener
 
 from .controlnets import ModedMultiControlNet, control_call_kwargs, load_controlnet
 from .devices import (
@@ -25,14 +26,17 @@ from .devices import (
     prepare_pipeline,
     set_vae_tiling,
 )
+from .embeddings import TextualInversions, expand_triggers
 from .grouping import Unit, batched_kwargs, call_key, setup_key
 from .loras import LoraAdapters
 from .modes import check_mode_inputs, check_pipeline_mode, mode_call_kwargs, unchanged_images
 from .pipeline_classes import pipeline_class
-from .pipelines import load_pipeline
-from .prompts import encode_prompts
+from .pipelines import load_pipeline, load_refiner, load_vae
+from .prompts import PromptKwargs, encode_prompts
+from .refiner import Refinement, check_refinable, ensemble_kwargs, refine
 from .residency import Lease, Residency, file_bytes
 from .scheduling import build_scheduler
+from .steps import StepReporter
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,8 @@ class Engine:
     and VAE channels-last; `compile` compiles the UNet with `torch.compile`; images of more
     than `vae_tiling_pixels` pixels are decoded in VAE tiles.
 
-    Models (pipelines, ControlNets, LoRAs, annotators) share one residency
+    Models (pipelines, refiners, VAEs, ControlNets, LoRAs, embeddings, annotators) share one
+    residency
     (`kiln.engine.residency`) of `memory_budget` bytes (None: a share of the device's memory),
     least recently used evicted first; each pipeline keeps at most `max_loras_per_model` LoRAs.
 
@@ -85,6 +90,7 @@ class Engine:
             memory_budget or default_memory_budget(self._options.device), self._options.device
         )
         self._loras = LoraAdapters(self._residency, max_loras_per_model)
+        self._embeddings = TextualInversions(self._residency)
         self._pipeline_calls = 0
 
     @property
@@ -142,14 +148,17 @@ class Engine:
             images.append(result)
         return images
 
-    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Result]:
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest], on_step: StepListener | None = None
+    ) -> list[Result]:
         """Result i is request i's RGB image of its width x height, or the KilnError that
         failed that request alone; one request's fault never fails another, and nothing is
         raised for it.
 
         Every request has exactly one seed (ValueError otherwise). Requests that can share a
         pipeline call (the same model, mode, size, steps, scheduler, CFG, clip skip, strength,
-        LoRAs and ControlNet settings, and prompt embeddings of the same shape) run in one,
+        LoRAs, ControlNet settings, VAE, embeddings and refiner, and prompt embeddings of the
+        same shape) run in one (with a refiner, one base call and one refiner call),
         each image with its own generator seeded with its seed: its initial noise is what it
         would be alone, and it equals the request run alone within a few grey levels (the
         UNet's arithmetic differs slightly with the batch size). The same batch on the same
@@ -159,8 +168,14 @@ class Engine:
 
         In the "image" and "inpaint" modes, strength 0 gives `init_image` itself without
         running. Errors: InvalidRequestError (bad size, steps, seed, scheduler, clip skip,
-        prompt syntax, mode inputs), ModelLoadError (model, LoRA or ControlNet), and
+        prompt syntax, mode inputs, a refiner after a pipeline that cannot hand over),
+        ModelLoadError (model, LoRA, ControlNet, VAE, embedding or refiner), and
         InferenceError for failures while generating, including running out of memory.
+
+        `on_step`, when given, receives each image's progress (`kiln.progress.StepProgress`,
+        `index` its position in `requests`) after each denoising step, on this thread; a
+        batched call that fails and is rerun image by image reports their steps again. Without
+        it the pipeline runs with no step callback at all.
         """
         if any(len(request.seeds) != 1 for request in requests):
             raise ValueError("generate_batch takes requests of exactly one seed each")
@@ -177,7 +192,7 @@ class Engine:
         for indices in setups.values():
             try:
                 with self._residency.lease() as lease:
-                    self._run_setup(lease, requests, indices, results)
+                    self._run_setup(lease, requests, indices, results, on_step)
             except Exception as exc:  # a fault of the engine or a library, not of one request
                 log.exception("preparing a batch of %d failed", len(indices))
                 for index in indices:
@@ -225,6 +240,7 @@ class Engine:
         requests: Sequence[GenerationRequest],
         indices: list[int],
         results: list[Result | None],
+        on_step: StepListener | None,
     ) -> None:
         first = requests[indices[0]]
         runnable = []
@@ -252,7 +268,9 @@ class Engine:
         try:
             # before the prompts are encoded: a LoRA may adapt the text encoder too
             self._loras.activate(lease, cached, _pipeline_key(first.model), first.loras)
+            tokens = self._embeddings.activate(lease, cached, _pipeline_key(first.model), first.embeddings)
             pipe = self._view(lease, cached, first)
+            refiner = self._refiner_view(lease, first) if first.refiner is not None else None
         except KilnError as error:
             for index in runnable:
                 results[index] = error
@@ -261,18 +279,24 @@ class Engine:
         for index in runnable:
             request = requests[index]
             try:
-                kwargs = self._call_kwargs(pipe, request)
+                kwargs = self._call_kwargs(pipe, request, tokens)
+                stage = None
+                if refiner is not None:
+                    refiner_pipe, refiner_tokens = refiner
+                    kwargs, refiner_kwargs = ensemble_kwargs(
+                        request, kwargs, self._prompts(refiner_pipe, request, refiner_tokens))
+                    stage = Refinement(refiner_pipe, refiner_kwargs)
             except KilnError as error:
                 results[index] = error
                 continue
-            unit = Unit(index, request, kwargs)
-            calls.setdefault(call_key(kwargs), []).append(unit)
+            unit = Unit(index, request, kwargs, stage)
+            calls.setdefault(call_key(kwargs, None if stage is None else stage.kwargs), []).append(unit)
         for units in calls.values():
-            self._run_call(pipe, units, results)
+            self._run_call(pipe, units, results, on_step)
 
     def _view(self, lease: Lease, cached: DiffusionPipeline, request: GenerationRequest) -> DiffusionPipeline:
         """A private view of the resident pipeline, of the class of the request's mode, with
-        the request's own scheduler. Every view shares the resident weights.
+        the request's own scheduler and VAE. Every view shares the resident weights.
         """
         scheduler = build_scheduler(cached.scheduler, request.scheduler)
         cls = pipeline_class(request.model.architecture, request.mode, bool(request.controlnets))
@@ -290,27 +314,62 @@ class Engine:
             pipe = cls.from_pipe(cached, **components)
             pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = scheduler
+        if request.vae is not None:  # like the scheduler, replaces the view's own config entry
+            pipe.vae = self._vae(lease, cached, request.vae)
+        if request.refiner is not None:
+            check_refinable(pipe)
         return pipe
 
-    def _call_kwargs(self, pipe: DiffusionPipeline, request: GenerationRequest) -> dict[str, Any]:
-        """The keyword arguments of `request`'s pipeline call alone (without the generator)."""
-        guidance = request.cfg_scale > 1  # diffusers' own condition for classifier-free guidance
+    def _refiner_view(
+        self, lease: Lease, request: GenerationRequest
+    ) -> tuple[DiffusionPipeline, dict[str, tuple[str, ...]]]:
+        """A view of the request's resident refiner, with its scheduler and VAE, and the tokens
+        of the request's embeddings in the refiner's text encoder."""
+        assert request.refiner is not None
+        model = request.refiner.model
+        key = ("refiner", model.air, model.path)
+
+        def load() -> DiffusionPipeline:
+            pipe = load_refiner(model, self.device, self._options.dtype)
+            prepare_pipeline(pipe, self._options)
+            return pipe
+
+        cached = lease.get(key, load, expected_size=self._expected_size(model))
+        tokens = self._embeddings.activate(lease, cached, key, request.embeddings)
+        pipe = copy.copy(cached)
+        pipe.scheduler = build_scheduler(cached.scheduler, request.scheduler)
+        if request.vae is not None:
+            pipe.vae = self._vae(lease, cached, request.vae)
+        return pipe, tokens
+
+    def _prompts(
+        self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: dict[str, tuple[str, ...]]
+    ) -> PromptKwargs:
+        """The prompt embeddings of `request` in `pipe`, its trigger words replaced by the
+        tokens of its embeddings."""
+        weighting = request.prompt_weighting
+        negative = request.negative_prompt
         try:
-            prompts = encode_prompts(
+            return encode_prompts(
                 pipe,
                 request.model.architecture,
-                request.positive_prompt,
-                request.negative_prompt,
+                expand_triggers(request.positive_prompt, tokens, weighting),
+                None if negative is None else expand_triggers(negative, tokens, weighting),
                 request.clip_skip,
-                guidance=guidance,
-                weighting=request.prompt_weighting,
+                guidance=request.cfg_scale > 1,  # diffusers' own condition for classifier-free guidance
+                weighting=weighting,
             )
         except InvalidRequestError:
             raise
         except Exception as exc:
             raise _inference_error(exc) from exc
+
+    def _call_kwargs(
+        self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: dict[str, tuple[str, ...]]
+    ) -> dict[str, Any]:
+        """The keyword arguments of `request`'s pipeline call alone (without the generator)."""
         kwargs = {
-            **prompts,
+            **self._prompts(pipe, request, tokens),
             "width": request.width,
             "height": request.height,
             "num_inference_steps": request.steps,
@@ -319,9 +378,10 @@ class Engine:
         }
         return control_call_kwargs(request, mode_call_kwargs(request, kwargs))
 
-    def _run_call(self, pipe: DiffusionPipeline, units: list[Unit], results: list[Result | None]) -> None:
+    def _run_call(self, pipe: DiffusionPipeline, units: list[Unit], results: list[Result | None],
+                  on_step: StepListener | None) -> None:
         """One pipeline call for `units`; if it fails with several, each is run alone."""
-        failure = self._call(pipe, units, results)
+        failure = self._call(pipe, units, results, on_step)
         if failure is None:
             return
         if len(units) == 1:
@@ -329,19 +389,28 @@ class Engine:
             return
         log.warning("a batched call of %d images failed (%s); running them one by one", len(units), failure)
         for unit in units:
-            self._run_call(pipe, [unit], results)
+            self._run_call(pipe, [unit], results, on_step)
 
-    def _call(self, pipe: DiffusionPipeline, units: list[Unit], results: list[Result | None]) -> InferenceError | None:
+    def _call(self, pipe: DiffusionPipeline, units: list[Unit], results: list[Result | None],
+              on_step: StepListener | None) -> InferenceError | None:
         """Run the pipeline once for `units`, filling their results; or the error it raised."""
         kwargs = batched_kwargs(pipe, units)
         generators = [torch.Generator(self.device).manual_seed(unit.request.seeds[0]) for unit in units]
         first = units[0].request
         set_vae_tiling(pipe.vae, first.width, first.height, self._options.vae_tiling_pixels)
+        if on_step is not None:
+            indices = [unit.index for unit in units]
+            kwargs = {**kwargs, "callback_on_step_end": StepReporter(
+                indices, first.model.architecture, first.steps, on_step)}
         self._pipeline_calls += 1
         try:
             with torch.inference_mode():
                 # A batch of one passes its generator as such: exactly the call of old.
-                images = pipe(**kwargs, generator=generators if len(units) > 1 else generators[0]).images
+                generator = generators if len(units) > 1 else generators[0]
+                images = pipe(**kwargs, generator=generator).images
+                if units[0].refine is not None:  # the base returned latents: the refiner finishes them
+                    images = refine(units, images, generator, kwargs.get("callback_on_step_end"),
+                                    self._options.vae_tiling_pixels)
         except Exception as exc:
             out_of_memory = isinstance(exc, torch.OutOfMemoryError)
             log.warning("a pipeline call of %d image(s) failed", len(units), exc_info=not out_of_memory)
@@ -366,6 +435,27 @@ class Engine:
 
         return lease.get(("controlnet", model.air, model.path), load,
                          expected_size=self._expected_size(model))
+
+    def _vae(self, lease: Lease, cached: DiffusionPipeline, model: ModelSpec) -> AutoencoderKL:
+        """The resident VAE of `model`, checked to fit `cached`'s latents (ModelLoadError)."""
+        def load() -> AutoencoderKL:
+            vae = load_vae(model, self.device, self._options.dtype)
+            prepare_module(vae, self._options)
+            vae.enable_slicing()
+            return vae
+
+        vae = lease.get(("vae", model.air, model.path), load, expected_size=self._expected_size(model))
+        ours, theirs = vae.config, cached.vae.config
+        if (ours.latent_channels, len(ours.block_out_channels)) != (
+                theirs.latent_channels, len(theirs.block_out_channels)):
+            raise ModelLoadError(
+                f"VAE {model.air} makes {ours.latent_channels}-channel latents at 1/"
+                f"{2 ** (len(ours.block_out_channels) - 1)} of the image size, the model's VAE "
+                f"{theirs.latent_channels}-channel ones at 1/{2 ** (len(theirs.block_out_channels) - 1)}: "
+                "use a VAE made for this model's architecture",
+                parameter="vae", air=model.air,
+            )
+        return vae
 
     def _expected_size(self, model: ModelSpec) -> int:
         """Bytes `model` will take once loaded in the engine's dtype."""

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import DiffusionPipeline
 
 from kiln.generation import GenerationRequest
+
+if TYPE_CHECKING:
+    from .refiner import Refinement
 
 PER_IMAGE_INPUTS = frozenset({
     "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds",
@@ -22,15 +25,18 @@ PER_IMAGE_INPUTS = frozenset({
 
 @dataclass
 class Unit:
-    """One request of a batch, ready to run: its position and its solo pipeline arguments."""
+    """One request of a batch, ready to run: its position, its solo pipeline arguments and,
+    with a refiner, those of the refiner stage."""
 
     index: int
     request: GenerationRequest
     kwargs: dict[str, Any]
+    refine: Refinement | None = None
 
 
 def setup_key(request: GenerationRequest) -> Hashable:
-    """What requests must share to run on one pipeline view with one LoRA state."""
+    """What requests must share to run on one pipeline view (with its VAE and refiner) with one
+    LoRA and embedding state."""
     return (
         request.model,
         request.mode,
@@ -38,12 +44,15 @@ def setup_key(request: GenerationRequest) -> Hashable:
         request.cfg_scale > 1,  # ModedMultiControlNet's guidance
         tuple((control.model, control.control_mode) for control in request.controlnets),
         request.loras,
+        request.vae,
+        request.embeddings,
+        request.refiner,
     )
 
 
-def call_key(kwargs: dict[str, Any]) -> Hashable:
+def call_key(kwargs: dict[str, Any], refine: dict[str, Any] | None = None) -> Hashable:
     """Requests whose keys are equal can share a pipeline call: the same shared arguments and
-    per-image tensors of the same shapes."""
+    per-image tensors of the same shapes, in the call and in its refiner stage's (`refine`)."""
     shared = tuple(sorted(
         (name, tuple(value) if isinstance(value, list) else value)
         for name, value in kwargs.items() if name not in PER_IMAGE_INPUTS
@@ -53,7 +62,7 @@ def call_key(kwargs: dict[str, Any]) -> Hashable:
         for name, value in sorted(kwargs.items())
         if isinstance(value, torch.Tensor) or (value is None and name in PER_IMAGE_INPUTS)
     )
-    return shared, shapes
+    return shared, shapes, None if refine is None else call_key(refine)
 
 
 def batched_kwargs(pipe: DiffusionPipeline, units: list[Unit]) -> dict[str, Any]:

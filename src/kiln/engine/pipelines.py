@@ -1,4 +1,5 @@
-"""Loading diffusers pipelines from local files (the engine's residency keeps them)."""
+"""Loading diffusers pipelines, SDXL refiners and VAEs from local files (the engine's residency
+keeps them)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    AutoencoderKL,
+    DiffusionPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+)
 
 from kiln.errors import ModelLoadError
 from kiln.generation import Architecture, ModelSpec
@@ -33,6 +40,50 @@ def load_pipeline(model: ModelSpec, device: str, dtype: torch.dtype) -> Diffusio
             f"model {model.air}: unsupported architecture {model.architecture!r}",
             air=model.air,
         )
+    return _load(model, pipeline_class, device, dtype)
+
+
+def load_refiner(model: ModelSpec, device: str, dtype: torch.dtype) -> StableDiffusionXLImg2ImgPipeline:
+    """Load the SDXL refiner `model` (one text encoder, aesthetic-score conditioning) as the
+    image-to-image pipeline that finishes a base model's latents; as `load_pipeline` otherwise,
+    its errors naming the parameter `refiner`."""
+    try:
+        return _load(model, StableDiffusionXLImg2ImgPipeline, device, dtype)
+    except ModelLoadError as error:
+        error.parameter = "refiner"
+        raise
+
+
+def load_vae(model: ModelSpec, device: str, dtype: torch.dtype) -> AutoencoderKL:
+    """Load the VAE `model`: a diffusers folder, or a single file (LDM or diffusers layout) with
+    the folder of its `config.json` (`model.config_path`, which `kiln models add` and `import`
+    write). Raises ModelLoadError (parameter `vae`) naming the model."""
+    path = Path(model.path)
+    try:
+        if path.is_dir():
+            vae = AutoencoderKL.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+        elif model.config_path is None:
+            raise ModelLoadError(
+                f"VAE {model.air}: a single-file VAE needs the folder of its config.json; register it "
+                f"with `kiln models add`, which writes one", parameter="vae", air=model.air,
+            )
+        else:
+            vae = AutoencoderKL.from_single_file(
+                str(path), config=model.config_path, torch_dtype=dtype, local_files_only=True
+            )
+        return vae.to(device)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # unreadable file, wrong layout
+        raise ModelLoadError(
+            f"VAE {model.air} could not be loaded from {path}: {type(exc).__name__}: {exc}",
+            parameter="vae", air=model.air,
+        ) from exc
+
+
+def _load(
+    model: ModelSpec, pipeline_class: type[DiffusionPipeline], device: str, dtype: torch.dtype
+) -> DiffusionPipeline:
     path = Path(model.path)
     # Kiln screens images itself; SD 1.x folders that ship a safety checker must not load it.
     extra: dict[str, Any] = (

@@ -36,13 +36,16 @@ def encode_prompts(
     for SD 1.x, the penultimate for SDXL). A `negative` of None means the empty prompt; for SDXL
     that is all-zero embeddings when the model's `force_zeros_for_empty_prompt` is set, as
     diffusers does. Negative embeddings are only computed when `guidance` (CFG > 1) uses them.
-    Raises InvalidRequestError when `clip_skip` is beyond the text encoder's depth.
+    Raises InvalidRequestError when `clip_skip` is beyond the text encoder's depth. An SDXL
+    refiner's pipeline (its second text encoder only) is encoded as SDXL.
     `weighting` reads the prompts' weighting syntax (see `kiln.engine.weighting`). A prompt
     longer than the text encoder's window is encoded in chunks of it (as weighted prompts are),
     never truncated.
     """
-    _check_clip_skip(pipe.text_encoder, clip_skip)
-    if weighting is not None or _beyond_window(pipe.tokenizer, positive, negative or ""):
+    first_encoder = pipe.text_encoder if pipe.text_encoder is not None else pipe.text_encoder_2
+    first_tokenizer = pipe.tokenizer if pipe.tokenizer is not None else pipe.tokenizer_2
+    _check_clip_skip(first_encoder, clip_skip)
+    if weighting is not None or _beyond_window(first_tokenizer, positive, negative or ""):
         from .weighting import encode_weighted_prompts  # compel is slow to import: on demand
 
         return encode_weighted_prompts(

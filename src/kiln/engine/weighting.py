@@ -82,19 +82,22 @@ def encode_weighted_prompts(
     embeddings are padded to the same length. Raises InvalidRequestError naming the prompt
     when its syntax is malformed.
     """
-    encoders = [(pipe.tokenizer, pipe.text_encoder)]
+    # (tokenizer, encoder, pooled?): SDXL pools its second encoder only, which is all an SDXL
+    # refiner has
+    encoders = [(pipe.tokenizer, pipe.text_encoder, False)]
     if architecture == "sdxl":
-        encoders.append((pipe.tokenizer_2, pipe.text_encoder_2))
+        encoders.append((pipe.tokenizer_2, pipe.text_encoder_2, True))
     compels = [
         Compel(
             tokenizer=tokenizer,
             text_encoder=_LayerEncoder(encoder, clip_skip, architecture),  # type: ignore[arg-type]
             truncate_long_prompts=False,
             returned_embeddings_type=ReturnedEmbeddingsType.LAST_HIDDEN_STATES_NORMALIZED,
-            requires_pooled=index == 1,  # SDXL pools the second encoder only
+            requires_pooled=pooled,
             device=str(encoder.device),
         )
-        for index, (tokenizer, encoder) in enumerate(encoders)
+        for tokenizer, encoder, pooled in encoders
+        if encoder is not None
     ]
     zero_negative = (
         architecture == "sdxl" and negative is None and pipe.config.get("force_zeros_for_empty_prompt", False)

@@ -31,7 +31,8 @@ def batch_key(request: GenerationRequest) -> Hashable:
 
     Model, mode, size, steps, scheduler, CFG, clip skip, prompt weighting, strength (image and
     inpaint modes only), the LoRAs with their weights and the ControlNets with their settings,
-    in order. Prompts, seeds and input images (init, mask, ControlNet guides) may differ.
+    in order, the VAE, the embeddings and the refiner. Prompts, seeds and input images (init,
+    mask, ControlNet guides) may differ.
     """
     parts: list[tuple[str, object]] = []
     for spec in fields(request):

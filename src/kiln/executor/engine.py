@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kiln.errors import KilnError
 from kiln.generation import GenerationRequest, ModelSpec
+from kiln.progress import StepListener
 from kiln.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,12 +25,16 @@ class EngineLike(Protocol):
     def load(self, model: ModelSpec) -> None:
         """Load `model` into residency now (`ModelLoadError` if it cannot)."""
 
-    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Image.Image | KilnError]:
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest], on_step: StepListener | None = None
+    ) -> list[Image.Image | KilnError]:
         """One result per request, in order: an RGB image of its width x height, or the
         `KilnError` that failed that request only.
 
         Every request has exactly one seed and all share one `batch_key`. Must not raise for
         one request's fault; if it raises, the executor fails every request of the call.
+        `on_step` (passed only when some request of the batch wants it) receives each image's
+        `StepProgress`, `index` its position in `requests`, before its result is returned.
         """
         ...
 

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar
 
 from kiln.errors import InferenceError, KilnError
@@ -34,6 +35,7 @@ from kiln.executor.batching import Unit, UnitQueue
 from kiln.executor.engine import EngineLike
 from kiln.executor.metrics import ExecutorMetrics
 from kiln.generation import GenerationRequest, ModelSpec
+from kiln.progress import StepListener, StepProgress
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ T = TypeVar("T")
 @dataclass(eq=False)
 class _QueuedImage(Unit):
     future: Future[Any] = field(default_factory=Future)
+    image_index: int = 0  # its position in its request's seeds
+    on_step: StepListener | None = None
 
 
 @dataclass(eq=False)
@@ -110,7 +114,9 @@ class InProcessExecutor:
             log.error("device work failed", exc_info=exc)
             raise InferenceError(f"Device work failed: {type(exc).__name__}: {exc}") from exc
 
-    async def generate(self, request: GenerationRequest, owner: str = "") -> AsyncIterator[Any]:
+    async def generate(
+        self, request: GenerationRequest, owner: str = "", on_step: StepListener | None = None
+    ) -> AsyncIterator[Any]:
         """Yield one image per seed of `request`, in seed order, each once it and every image
         before it are done.
 
@@ -119,9 +125,17 @@ class InProcessExecutor:
         When the generator is closed early (the caller broke off, was cancelled, or dropped the
         generator), its images not yet in a batch are withdrawn; those already in a batch
         finish and are discarded.
+
+        `on_step`, when given, receives each image's `StepProgress` on the worker thread, with
+        `index` its position in `request.seeds`; an image's steps are all reported before the
+        image is yielded. If it raises, the error is logged and it hears no more of that image;
+        generation goes on. A batch in which no image has a listener runs without step reports.
         """
         arrived_s = time.monotonic()
-        units = [_QueuedImage(replace(request, seeds=(seed,)), owner, arrived_s) for seed in request.seeds]
+        units = [
+            _QueuedImage(replace(request, seeds=(seed,)), owner, arrived_s, image_index=index, on_step=on_step)
+            for index, seed in enumerate(request.seeds)
+        ]
         with self._lock:
             self._check_open()
             for unit in units:
@@ -243,8 +257,13 @@ class InProcessExecutor:
     def _generate(self, batch: list[_QueuedImage]) -> list[Any]:
         """One result per unit: its image or its `KilnError`; a whole call's failure fails
         every unit of it (with its own copy of the error)."""
+        requests = [unit.request for unit in batch]
         try:
-            results = self._engine_instance().generate_batch([unit.request for unit in batch])
+            engine = self._engine_instance()
+            if any(unit.on_step is not None for unit in batch):
+                results = engine.generate_batch(requests, on_step=partial(_route_step, batch))
+            else:
+                results = engine.generate_batch(requests)
             if len(results) != len(batch):
                 raise RuntimeError(f"the engine returned {len(results)} results for {len(batch)} images")
             return list(results)
@@ -267,3 +286,16 @@ class InProcessExecutor:
             self.metrics.engine_state(engine.resident_bytes, engine.evictions)
         except Exception:  # noqa: BLE001 - a metric never stops the worker
             log.exception("reading the engine's model memory failed")
+
+
+def _route_step(batch: list[_QueuedImage], progress: StepProgress) -> None:
+    """Pass the engine's report on image `progress.index` of `batch` to that image's listener,
+    renumbered as its position in its request. A listener that fails is dropped for the image."""
+    unit = batch[progress.index]
+    if unit.on_step is None:
+        return
+    try:
+        unit.on_step(replace(progress, index=unit.image_index))
+    except Exception:  # noqa: BLE001 - progress never stops generation
+        log.exception("a step listener failed; its image goes on without progress")
+        unit.on_step = None

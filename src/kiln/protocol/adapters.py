@@ -1,4 +1,5 @@
-"""The adapter parameters of `imageInference`: `controlNet[]`, `lora[]` and prompt weighting.
+"""The adapter parameters of `imageInference`: `controlNet[]`, `lora[]`, `embeddings[]`, `vae`,
+`refiner` and prompt weighting.
 
 Limits follow PROTOCOL.md Part A. The SDKs send every dataclass field of a ControlNet, unset
 ones as null, plus keys of their own (`preprocessor`, `lowThresholdCanny`, ...): nulls count as
@@ -21,6 +22,11 @@ MAX_CONTROLNETS = 4
 MAX_LORAS = 8
 """Entries of `lora[]`: the LoRAs kept loaded per model (`kiln.engine.loras`), so one request's
 set never evicts itself."""
+MAX_EMBEDDINGS = 8
+"""Entries of `embeddings[]` (A1111 users rarely combine more than a few)."""
+DEFAULT_REFINER_START = 80
+"""Percentage of the steps after which the refiner takes over when `refiner` gives no start
+(AUTOMATIC1111's "Switch at 0.8", and diffusers' ensemble-of-experts example)."""
 PROMPT_WEIGHTINGS = {"compel": "compel", "sdembeds": "sdEmbeds"}
 """Lower-cased wire value (the Python SDK sends "sdembeds") → Kiln's name."""
 
@@ -37,6 +43,13 @@ ADAPTER_LIMITS: dict[str, Limit] = {
     "controlNet[].controlMode": Limit("string", allowed=CONTROL_MODES),
     "lora[].model": Limit("string"),
     "lora[].weight": Limit("float"),
+    "embeddings": Limit("array", max=MAX_EMBEDDINGS),
+    "embeddings[].model": Limit("string"),
+    "embeddings[].weight": Limit("float", -4, 4),
+    "vae": Limit("string"),
+    "refiner.model": Limit("string"),
+    "refiner.startStep": Limit("integer", 2, 100),
+    "refiner.startStepPercentage": Limit("float", 1, 99),
     "promptWeighting": Limit("string", allowed=("compel", "sdEmbeds")),
     "usePromptWeighting": Limit("boolean"),
 }
@@ -66,6 +79,42 @@ class LoraItem(WireModel):
     model: str
     weight: float = 1.0
 
+
+
+class EmbeddingItem(WireModel):
+    """One entry of `embeddings[]`: a textual-inversion embedding and the scale of its vectors."""
+
+    model: str
+    weight: Annotated[float, Field(ge=-4, le=4)] = 1.0
+
+
+class RefinerItem(WireModel):
+    """`refiner`: an SDXL refiner and the step (or percentage of the steps) where it takes over."""
+
+    model: str
+    startStep: Annotated[int, Field(ge=2, le=100)] | None = None
+    startStepPercentage: Annotated[float, Field(ge=1, le=99)] | None = None
+
+
+def refiner_start(item: RefinerItem, steps: int) -> float:
+    """The fraction (0-1) of the denoising after which the refiner takes over.
+
+    Raises InvalidRequestError when both forms are given or `startStep` is beyond `steps`.
+    """
+    if item.startStep is not None and item.startStepPercentage is not None:
+        raise InvalidRequestError(
+            "'refiner' sets both 'startStep' and 'startStepPercentage'; send only one.",
+            code="invalidRefiner", parameter="refiner.startStep",
+        )
+    if item.startStep is not None:
+        if item.startStep > steps:
+            raise InvalidRequestError(
+                f"'refiner.startStep' is {item.startStep}, beyond the request's {steps} steps.",
+                code="invalidRefiner", parameter="refiner.startStep", type="integer", min=2, max=steps,
+            )
+        return item.startStep / steps
+    percentage = item.startStepPercentage if item.startStepPercentage is not None else DEFAULT_REFINER_START
+    return percentage / 100
 
 
 def control_window(item: ControlNetItem, index: int, steps: int) -> tuple[float, float]:

@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from kiln.errors import InvalidRequestError
-from kiln.protocol.adapters import ADAPTER_LIMITS, ControlNetItem, LoraItem, prompt_weighting
+from kiln.protocol.adapters import (
+    ADAPTER_LIMITS,
+    ControlNetItem,
+    EmbeddingItem,
+    LoraItem,
+    RefinerItem,
+    prompt_weighting,
+)
 from kiln.protocol.validation import Limit, WireModel, reject_unsupported, validate_task
 from kiln.schedulers import SCHEDULER_NAMES
 
@@ -44,6 +51,8 @@ LIMITS: dict[str, Limit] = {
     "maskMargin": Limit("integer", 32, 128),
     **{f"outpaint.{side}": Limit("integer", 0, 2048, multiple_of=64) for side in OUTPAINT_SIDES},
     "outpaint.blur": Limit("integer", 0, 32),
+    "progress": Limit("boolean"),
+    "progressPreviews": Limit("boolean"),
 }
 
 # Parameters of the protocol that this server does not implement (yet). A request that sets one
@@ -51,10 +60,7 @@ LIMITS: dict[str, Limit] = {
 UNSUPPORTED: dict[str, str] = {
     "referenceImages": "reference images are not available on this server.",
     "lycoris": "LyCORIS adapters are not available on this server.",
-    "embeddings": "textual-inversion embeddings are not available on this server.",
     "ipAdapters": "IP-Adapters are not available on this server.",
-    "refiner": "SDXL refiners are not available on this server.",
-    "vae": "VAE overrides are not available on this server.",
     "acceleratorOptions": "accelerator caches are not available on this server.",
     "advancedFeatures": "advanced features are not available on this server.",
     "puLID": "PuLID is not available on this server.",
@@ -126,8 +132,14 @@ class ImageInferenceTask(WireModel):
     outpaint: Outpaint | None = None
     controlNet: list[ControlNetItem] = []
     lora: list[LoraItem] = []
+    embeddings: list[EmbeddingItem] = []
+    vae: str | None = None
+    refiner: RefinerItem | None = None
     promptWeighting: str | None = None
     usePromptWeighting: bool = False
+    # Kiln's extensions (the official SDKs never send them): step progress over WebSocket
+    progress: bool = False
+    progressPreviews: bool = False
 
     @property
     def prompt_weighting(self) -> str | None:
@@ -211,6 +223,12 @@ def parse_image_inference(task: dict[str, Any]) -> ImageInferenceTask:
             max=MAX_SEED - parsed.numberResults + 1,
         )
     _check_modes(parsed)
+    if parsed.progressPreviews and not parsed.progress:
+        raise InvalidRequestError(
+            "'progressPreviews' adds previews to the progress items of 'progress': send "
+            "'progress': true with it.",
+            code="missingProgress", parameter="progress",
+        )
     parsed.prompt_weighting  # noqa: B018 - raises invalidPromptWeighting for an unknown name
     return parsed
 

@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket
 
 from kiln import __version__
 from kiln.media.encoding import MIME_BY_EXTENSION
+from kiln.server.playground import Playground
 from kiln.server.readiness import Readiness
 from kiln.server.rest import handle_rest
 from kiln.server.websocket import WebSocketSession
@@ -35,6 +36,7 @@ def create_app(services: Services, preload: Sequence[str] = ()) -> Starlette:
     """
     dispatcher = Dispatcher(services)
     readiness = Readiness(services, preload)
+    playground = Playground()
 
     async def rest(request: Request) -> Response:
         return await handle_rest(request, dispatcher)
@@ -72,6 +74,8 @@ def create_app(services: Services, preload: Sequence[str] = ()) -> Starlette:
         routes=[
             Route("/v1", rest, methods=["POST"]),
             Route("/", rest, methods=["POST"]),
+            Route("/", playground.page, methods=["GET"]),  # a plain GET; upgrades go to the WebSocket
+            Route("/playground/{name}", playground.asset, methods=["GET"]),
             WebSocketRoute("/v1", websocket),
             WebSocketRoute("/", websocket),
             Route("/media/{name}", media, methods=["GET", "HEAD"]),

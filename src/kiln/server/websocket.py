@@ -1,7 +1,8 @@
 """The WebSocket transport: authentication first, then many tasks in flight per socket.
 
 The read loop never waits for a task: pings are answered inline, every other task runs in its
-own coroutine, and results are sent as each is ready (one message per result or error). Until
+own coroutine, and results are sent as each is ready (one message per result or error), after
+the progress items of a task that asked for them (`"progress": true`; REST never sends any). Until
 the socket is authenticated it takes only frames of `UNAUTHENTICATED_FRAME_BYTES`; a larger one
 is answered `payloadTooLarge` and the socket closed (1009), without parsing it.
 """
@@ -98,7 +99,7 @@ class WebSocketSession:
             elif self._principal is None:
                 await self.send(Reply.error(missing_key(), peek_header(task)))
             else:
-                self._spawn(self._dispatcher.run_task(task, self._principal, self.send))
+                self._spawn(self._dispatcher.run_task(task, self._principal, self.send, progress=self.send))
 
     async def _authenticate(self, task: dict[str, Any]) -> None:
         try:

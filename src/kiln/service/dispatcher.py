@@ -7,6 +7,10 @@ Every task with a taskUUID is recorded for its key, with each reply it gets (`Ta
 `getResponse` answers for any task type, sync or async, after a disconnect or a restart. A task
 sent `deliveryMethod: "async"` or with a `webhookURL` is acknowledged at once and runs on in the
 background; its results go to `getResponse` and, one POST each, to the webhook.
+
+A task that sets `"progress": true` gets progress items (`kiln.service.progress`) before its
+results where the transport streams them (the WebSocket, for tasks not in the background), and
+`getResponse` shows its latest one while it runs.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from kiln.errors import InvalidRequestError, KilnError, RateLimitError, UnsupportedError
 from kiln.keys import Principal
 from kiln.logs import log_task
+from kiln.progress import StepListener
 from kiln.protocol.envelope import (
     TaskHeader,
     data_message,
@@ -44,6 +50,7 @@ from kiln.service.limits import Admission, Ticket
 from kiln.service.metrics import Metrics
 from kiln.service.model_search import ModelSearchHandler
 from kiln.service.preprocess import PreprocessHandler
+from kiln.service.progress import ProgressBoard, TaskProgress
 from kiln.service.services import Services
 
 log = logging.getLogger(__name__)
@@ -76,8 +83,13 @@ Emit = Callable[[Reply], Awaitable[None]]
 
 
 class TaskHandler(Protocol):
-    def __call__(self, task: dict[str, Any], principal: Principal, /) -> AsyncIterator[dict[str, Any]]:
+    def __call__(
+        self, task: dict[str, Any], principal: Principal, progress: StepListener | None, /
+    ) -> AsyncIterator[dict[str, Any]]:
         """Yield result items (without taskType/taskUUID) as they are ready.
+
+        `progress` is set for a task that asked for step progress: a handler that generates
+        images passes it to the executor; the others have no steps to report.
 
         A handler may also have `validate(task) -> parsed`, raising the task's typed error:
         the dispatcher then validates before admission and before an async acknowledgement.
@@ -94,6 +106,7 @@ class _Run:
     principal: Principal
     options: DeliveryOptions
     ticket: Ticket
+    progress: TaskProgress | None  # for a task that asked for step progress
 
     @property
     def owner(self) -> str:
@@ -103,6 +116,10 @@ class _Run:
     def task_uuid(self) -> str:
         assert self.header.task_uuid is not None
         return self.header.task_uuid
+
+
+async def _send_message(emit: Emit, message: dict[str, Any]) -> None:
+    await emit(Reply(message))
 
 
 def _kiln_error(exc: Exception, task_uuid: str | None) -> KilnError:
@@ -129,7 +146,8 @@ class Dispatcher:
             "controlNetPreprocess": PreprocessHandler(services),
         }
         settings = services.settings
-        self._get_response = GetResponseHandler(services.tasks)
+        self._latest_progress = ProgressBoard()
+        self._get_response = GetResponseHandler(services.tasks, self._latest_progress)
         self.admission = Admission(
             max_results_per_key=settings.max_results_in_flight_per_key,
             max_tasks=settings.max_queued_tasks,
@@ -174,10 +192,15 @@ class Dispatcher:
             return
         await asyncio.gather(*(self.run_task(task, principal, emit) for task in tasks))
 
-    async def run_task(self, task: Any, principal: Principal, emit: Emit) -> None:
+    async def run_task(
+        self, task: Any, principal: Principal, emit: Emit, *, progress: Emit | None = None
+    ) -> None:
         """Run one task, emitting each result as it is ready, or one error. Never raises.
 
-        Background tasks (async, webhook) return after the acknowledgement.
+        Background tasks (async, webhook) return after the acknowledgement. A task that asks
+        for step progress (`"progress": true`) has its progress items sent through `progress`
+        (the WebSocket's send; REST has none) before each of its results, unless it runs in the
+        background; either way getResponse shows its latest one while it runs.
         """
         header = peek_header(task)
         started = time.monotonic()
@@ -224,7 +247,15 @@ class Dispatcher:
             log_task(header.task_uuid, header.task_type, principal.key_id, error.code,
                      time.monotonic() - started)
             return
-        run = _Run(header, principal, options, ticket)
+        reporter = None
+        if getattr(parsed, "progress", False) is True:
+            stream = None if options.background else progress
+            reporter = TaskProgress(
+                header, principal.key_id, self._latest_progress,
+                previews=getattr(parsed, "progressPreviews", False),
+                send=None if stream is None else partial(_send_message, stream),
+            )
+        run = _Run(header, principal, options, ticket, reporter)
         if options.background:
             self.background.spawn(self._execute(handler, task, run, None))
             await emit(Reply(data_message(
@@ -256,7 +287,7 @@ class Dispatcher:
         self._running += 1
         self._idle.clear()
         try:
-            async for result in handler(task, run.principal):
+            async for result in handler(task, run.principal, run.progress):
                 item = {"taskType": run.header.task_type, "taskUUID": run.task_uuid, **result}
                 upload_error = await self._upload(item, run)
                 tasks.add_item(run.owner, run.task_uuid, item)
@@ -267,6 +298,7 @@ class Dispatcher:
                     continue
                 self.metrics.reply(run.header.task_type)
                 if emit is not None:
+                    await self._settle_progress(run)
                     await emit(Reply(data_message(item)))
                 self._post(data_message({**item, "status": "success"}), run)
             finished = True
@@ -295,6 +327,8 @@ class Dispatcher:
             self._running -= 1
             if not self._running:
                 self._idle.set()
+            if run.progress is not None:
+                run.progress.close()
             run.ticket.release()
             log_task(run.task_uuid, run.header.task_type, run.owner, outcome,
                      time.monotonic() - started)
@@ -323,8 +357,15 @@ class Dispatcher:
         wire = error_object(error, run.header)
         self.services.tasks.add_error(run.owner, run.task_uuid, wire)
         if emit is not None:
+            await self._settle_progress(run)
             await emit(Reply(errors_message(wire), error.status))
         self._post(errors_message({**wire, "status": "error"}), run)
+
+    @staticmethod
+    async def _settle_progress(run: _Run) -> None:
+        """Before a reply: the progress items passed on so far go first."""
+        if run.progress is not None:
+            await run.progress.settle()
 
     def _post(self, message: dict[str, Any], run: _Run) -> None:
         """POST `message` to the task's webhook in the background, never delaying the task."""

@@ -1,7 +1,8 @@
 """The `getResponse` task: the full current state of an earlier task (PROTOCOL.md 6.4).
 
 Every poll answers cumulatively, typed with the ORIGINAL `taskType`: finished results in `data`
-with `status: "success"`, one `status: "processing"` item while the task runs, and failures in
+with `status: "success"`, one `status: "processing"` item while the task runs (for a task that
+asked for progress, its latest progress item: `step`, `steps`, `imageIndex`), and failures in
 `errors` with `status: "error"`. This works for every task type and for tasks that were sent
 `sync` (the Python SDK polls after a reconnect).
 """
@@ -13,6 +14,7 @@ from typing import Any
 from kiln.errors import KilnError, NotFoundError
 from kiln.keys import Principal
 from kiln.protocol.envelope import TaskHeader, error_object
+from kiln.service.progress import ProgressBoard
 from kiln.service.task_registry import TaskRegistry
 
 
@@ -38,8 +40,9 @@ class GetResponseHandler:
     """Answers `getResponse` for the key's own tasks; another key's task is answered exactly
     as an unknown one."""
 
-    def __init__(self, tasks: TaskRegistry) -> None:
+    def __init__(self, tasks: TaskRegistry, progress: ProgressBoard) -> None:
         self._tasks = tasks
+        self._progress = progress
 
     def __call__(self, task_uuid: str, principal: Principal) -> dict[str, Any]:
         """The reply message for the task `task_uuid`, or `NotFoundError` (`taskNotFound`)."""
@@ -52,7 +55,8 @@ class GetResponseHandler:
         if record.interrupted:
             errors.append({**interrupted(header), "status": "error"})
         elif not record.finished:
-            data.append({"taskType": record.task_type, "taskUUID": task_uuid, "status": "processing"})
+            latest = self._progress.get(principal.key_id, task_uuid)
+            data.append(latest or {"taskType": record.task_type, "taskUUID": task_uuid, "status": "processing"})
         message: dict[str, Any] = {}
         if data or not errors:
             message["data"] = data

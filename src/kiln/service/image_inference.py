@@ -15,6 +15,7 @@ from kiln.keys import Principal
 from kiln.media import OUTPUT_FORMATS, encode_image
 from kiln.media.inputs import PixelBudget
 from kiln.models import CatalogEntry
+from kiln.progress import StepListener
 from kiln.protocol.image_inference import ImageInferenceTask, parse_image_inference
 from kiln.schedulers import DEFAULT_SCHEDULER
 from kiln.service.adapters import with_adapters
@@ -62,7 +63,7 @@ class ImageInferenceHandler:
         self._encoding = encoding  # seconds from a generated image to its result item
 
     async def __call__(
-        self, raw: dict[str, Any], principal: Principal
+        self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         task = parse_image_inference(raw)
         entry = self._services.catalog.get(task.model)
@@ -79,7 +80,7 @@ class ImageInferenceHandler:
         )
         plan = await plan_edit(self._services, task, entry, request, principal.key_id, budget)
         request = plan.request
-        images = self._services.executor.generate(request, owner=principal.key_id)
+        images = self._services.executor.generate(request, owner=principal.key_id, on_step=progress)
         index = 0
         async for image in images:
             seed = request.seeds[index]

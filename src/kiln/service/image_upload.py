@@ -11,6 +11,7 @@ from PIL import Image
 from kiln.keys import Principal
 from kiln.media import OUTPUT_FORMATS, encode_image
 from kiln.media.inputs import ResolvedImage, resolve_image_input
+from kiln.progress import StepListener
 from kiln.protocol.image_upload import parse_image_upload
 from kiln.service.services import Services
 
@@ -28,7 +29,9 @@ class ImageUploadHandler:
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    async def __call__(self, raw: dict[str, Any], principal: Principal) -> AsyncIterator[dict[str, Any]]:
+    async def __call__(
+        self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         task = parse_image_upload(raw)
         resolved = await resolve_image_input(
             self._services, task.image, parameter="image", owner=principal.key_id

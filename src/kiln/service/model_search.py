@@ -7,6 +7,7 @@ from typing import Any
 
 from kiln.keys import Principal
 from kiln.models import CatalogEntry
+from kiln.progress import StepListener
 from kiln.protocol.model_search import parse_model_search
 from kiln.schedulers import DEFAULT_SCHEDULER
 from kiln.service.image_inference import FALLBACK_CFG, FALLBACK_SIZE, FALLBACK_STEPS
@@ -48,7 +49,8 @@ def describe(entry: CatalogEntry) -> dict[str, Any]:
     if entry.category in ("controlnet", "annotator"):
         result["conditioning"] = entry.conditioning or ""
     if entry.category in ("lora", "lycoris", "embeddings"):
-        result["positiveTriggerWords"] = ""
+        # an embedding acts where its catalog name is written (kiln.service.adapters)
+        result["positiveTriggerWords"] = entry.name if entry.category == "embeddings" else ""
     return result
 
 
@@ -61,7 +63,7 @@ class ModelSearchHandler:
     validate = staticmethod(parse_model_search)  # the dispatcher validates before admission
 
     async def __call__(
-        self, raw: dict[str, Any], principal: Principal
+        self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         task = parse_model_search(raw)
         if task.visibility == "private":

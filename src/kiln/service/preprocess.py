@@ -15,6 +15,7 @@ from kiln.media import OUTPUT_FORMATS, StoredImage, encode_image
 from kiln.media.inputs import ResolvedImage, resolve_image_input
 from kiln.models import CatalogEntry
 from kiln.preprocess import ANNOTATED, BUILT_IN, CannyThresholds, run_preprocessor
+from kiln.progress import StepListener
 from kiln.protocol.preprocess import PreprocessTask, parse_preprocess
 from kiln.service.outputs import output_fields
 from kiln.service.services import Services
@@ -81,7 +82,9 @@ class PreprocessHandler:
             parameter="preProcessorType",
         )
 
-    async def __call__(self, raw: dict[str, Any], principal: Principal) -> AsyncIterator[dict[str, Any]]:
+    async def __call__(
+        self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         task = self.validate(raw)
         owner = principal.key_id
         resolved = await resolve_image_input(self._services, task.inputImage, parameter="inputImage", owner=owner)
