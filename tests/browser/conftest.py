@@ -19,7 +19,9 @@ from tests.browser.harness import chromium, kiln, kiln_serve, missing_browser
 from tests.conftest import API_KEY
 
 
-@pytest.fixture(scope="session")
+# package scope: Playwright's sync API runs an event loop on the main thread while it is open,
+# which would break every later test that calls asyncio.run
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     reason = missing_browser()
     if reason is not None:
@@ -30,7 +32,7 @@ def browser() -> Iterator[Any]:
         yield browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playground_url(browser: Any, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("kiln-serve")
     shutil.copytree(data_dir / "models", root / "models")  # the tiny models, already built
