@@ -56,11 +56,11 @@ from kiln.service.services import Services
 log = logging.getLogger(__name__)
 
 UPLOADED_IMAGE_FIELDS = ("imageUUID", "guideImageUUID")
+"""The reply fields naming the image that `uploadEndpoint` receives (imageInference,
+preprocessing)."""
 TASK_TYPES = ("authentication", "ping", "getResponse", "imageInference", "imageUpload",
               "modelSearch", "imageControlNetPreProcess", "controlNetPreprocess")
 """Every task type served; the last five have handlers (both names of preprocessing)."""
-"""The reply fields naming the image that `uploadEndpoint` receives (imageInference,
-preprocessing)."""
 
 
 @dataclass(frozen=True)
