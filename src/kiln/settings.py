@@ -49,6 +49,7 @@ _NUMERIC_VARIABLES: tuple[tuple[str, str, type, float, float], ...] = (
     ("max_input_pixels_per_task", "KILN_MAX_INPUT_PIXELS_PER_TASK", int, 1, 2**40),
     ("nsfw_threshold", "KILN_NSFW_THRESHOLD", float, 0, 1),
     ("max_batch", "KILN_MAX_BATCH", int, 1, 256),
+    ("replicas", "KILN_REPLICAS", int, 1, 1024),
     ("batch_window_ms", "KILN_BATCH_WINDOW_MS", float, 0, 10_000),
     ("vae_tiling_pixels", "KILN_VAE_TILING_PIXELS", int, 64 * 64, 2**40),
     ("per_megapixel_step", "KILN_PRICE_PER_MEGAPIXEL_STEP", float, 0, 1e6),
@@ -129,10 +130,19 @@ class Settings:
     compile: bool = False  # torch.compile the UNet (first call per size compiles, slowly)
     vae_tiling_pixels: int = 1536 * 1536  # decode images larger than this in VAE tiles
     log_format: str = "text"  # or "json": one object a line (kiln.logs)
+    # past one machine (README: Cluster, docs/deploy.md)
+    database_url: str | None = None  # None: SQLite in the data dir; or postgresql://...
+    media_url: str | None = None  # None: <data dir>/media; or s3://bucket/prefix
+    media_public_base: str | None = None  # imageURLs point here (e.g. the bucket's public base)
+    executor: str = "in-process"  # or "ray": engines as Ray Serve replicas
+    ray_address: str | None = None  # None: start a local Ray (or join RAY_ADDRESS)
+    replicas: int = 1  # Ray Serve engine replicas (--executor ray)
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "fp16", "bf16", "fp32"):
             raise ValueError(f"KILN_DTYPE must be auto, fp16, bf16 or fp32, not {self.dtype!r}")
+        if self.executor not in ("in-process", "ray"):
+            raise ValueError(f"KILN_EXECUTOR must be in-process or ray, not {self.executor!r}")
         if self.log_format not in ("text", "json"):
             raise ValueError(f"KILN_LOG_FORMAT must be text or json, not {self.log_format!r}")
         if self.media_ttl_s < self.task_ttl_s:
@@ -165,6 +175,13 @@ class Settings:
                 air.strip() for air in env["KILN_PRELOAD_MODELS"].split(",") if air.strip())
         if env.get("KILN_LOG_FORMAT"):
             values["log_format"] = env["KILN_LOG_FORMAT"].strip().lower()
+        for name, var in (("database_url", "KILN_DATABASE_URL"), ("media_url", "KILN_MEDIA_URL"),
+                          ("media_public_base", "KILN_MEDIA_PUBLIC_BASE"),
+                          ("ray_address", "KILN_RAY_ADDRESS")):
+            if env.get(var):
+                values[name] = env[var].strip()
+        if env.get("KILN_EXECUTOR"):
+            values["executor"] = env["KILN_EXECUTOR"].strip().lower()
         if env.get("KILN_MODEL_MEMORY"):
             values["model_memory_bytes"] = parse_bytes("KILN_MODEL_MEMORY", env["KILN_MODEL_MEMORY"])
         if env.get("KILN_DTYPE"):

@@ -70,6 +70,10 @@ class ImageStore:
                 (self._root / f"{row['image_uuid']}.{row['format']}").unlink(missing_ok=True)
             deleted += len(rows)
 
+    def read(self, stored: StoredImage) -> bytes:
+        """The encoded bytes of `stored` (blocking I/O: call it off the event loop)."""
+        return stored.path.read_bytes()
+
     def get(self, image_uuid: str, owner: str | None = None) -> StoredImage | None:
         """The image, if it exists (and, when `owner` is given, belongs to that owner)."""
         rows = self._db.query("SELECT * FROM images WHERE image_uuid = ?", (image_uuid,))

@@ -124,7 +124,7 @@ class TaskRegistry:
                 del item[key]
                 continue
             output_type = _INLINE_IMAGE_FIELDS[key.removeprefix(prefix)]
-            item.update(output_fields(prefix, output_type, "", stored, stored.path.read_bytes()))
+            item.update(output_fields(prefix, output_type, "", stored, self._images.read(stored)))
         return item
 
     def _add(self, owner: str, task_uuid: str, kind: str, body: dict[str, Any]) -> None:
