@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 JS_SDK := tests/js/node_modules/.installed
 
-.PHONY: serve test bench demo-model browser
+.PHONY: serve test bench demo-model browser postgres
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,17 @@ browser:
 	    apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
 	  else echo "chromium is missing (apt-get install chromium, as root): the browser tests will be skipped"; fi; }
 
-test: $(STAMP) $(JS_SDK) browser
+# Debian's PostgreSQL server, which tests/postgres.py starts in a temporary folder (as the user
+# kiln-pg when run as root): installed when missing and running as root; otherwise the tests on
+# PostgreSQL are skipped, saying so.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y postgresql || { apt-get update && apt-get install -y postgresql; }; \
+	  else echo "PostgreSQL is missing (apt-get install postgresql, as root): the tests on PostgreSQL will be skipped"; fi; }
+
+test: $(STAMP) $(JS_SDK) browser postgres
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q

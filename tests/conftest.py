@@ -1,7 +1,11 @@
-"""Shared fixtures: one data directory with the demo models, one Kiln app, for the session.
+"""Shared fixtures: one data directory with the demo models, one Kiln app per storage backend,
+for the session.
 
 Building the tiny models and importing torch take seconds, so they happen once; every test
-drives the public API (REST, WebSocket) of that one app in-process.
+drives the public API (REST, WebSocket) of that one app in-process. Every test that uses the
+`settings` runs twice: on SQLite (the data directory's file) and on PostgreSQL (a server of the
+session's own, `tests.postgres`; skipped where PostgreSQL is not installed, unless
+KILN_REQUIRE_POSTGRES=1).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from kiln.server import create_app  # noqa: E402
 from kiln.service import Services  # noqa: E402
 from kiln.settings import Settings  # noqa: E402
 from kiln.storage import Database  # noqa: E402
+from tests.postgres import PostgresServer, postgres_server, require_postgres  # noqa: E402
 
 API_KEY = "test-key-1"
 OTHER_KEY = "test-key-2"
@@ -46,9 +51,30 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(data_dir: Path) -> Settings:
+def postgres() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (skips, or fails under KILN_REQUIRE_POSTGRES, without)."""
+    require_postgres()
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend of the session's Kiln: "sqlite" or "postgresql"."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def settings(backend: str, data_dir: Path, request: pytest.FixtureRequest) -> Settings:
+    database_url = None
+    if backend == "postgresql":  # one database for the session; the demo models registered
+        database_url = request.getfixturevalue("postgres").create_database()
+        db = Database(database_url)
+        init_demo_models(Catalog(db), data_dir / "models", log=lambda _: None)
+        db.close()
     return Settings(
         data_dir=data_dir,
+        database_url=database_url,
         api_keys=(API_KEY, OTHER_KEY),
         public_url="http://testserver",
         allow_private_urls=True,
@@ -56,10 +82,26 @@ def settings(data_dir: Path) -> Settings:
     )
 
 
+@pytest.fixture
+def own_database_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """For a test that needs a database of its own on the session's backend: a new PostgreSQL
+    database's URL, or None on SQLite (the file in the test's own data directory)."""
+    return request.getfixturevalue("postgres").create_database() if backend == "postgresql" else None
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment for a `kiln` command on the database of `settings`."""
+    env = {**os.environ, **extra}
+    if settings.database_url:
+        env["KILN_DATABASE_URL"] = settings.database_url
+    return env
+
+
 @pytest.fixture(scope="session")
 def services(settings: Settings) -> Iterator[Services]:
     services = Services.open(settings)
     yield services
+    services.front.stop()  # closed by the app's shutdown, or not: no heartbeat after the session
 
 
 @pytest.fixture(scope="session")

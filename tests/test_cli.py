@@ -18,10 +18,10 @@ from kiln.storage import Database
 from tests.engine.annotators.test_depth import tiny_depth_model
 
 
-def kiln(data_dir, *args: str) -> subprocess.CompletedProcess[str]:
+def kiln(data_dir, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kiln.cli", "--data-dir", str(data_dir), *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env={**os.environ, **env},
     )
 
 
@@ -47,6 +47,34 @@ def test_models_add_list_remove(tmp_path, data_dir):
     assert "civitai:4201@130072" in kiln(tmp_path, "models", "list").stdout
     assert kiln(tmp_path, "models", "remove", "civitai:4201@130072").returncode == 0
     assert Catalog(Database(tmp_path / "kiln.sqlite3")).find("civitai:4201@130072") is None
+
+
+def test_keys_and_the_catalog_live_in_postgresql_when_the_url_says_so(tmp_path, data_dir, postgres):
+    url = postgres.create_database()
+    key = kiln(tmp_path, "keys", "create", "--name", "on-pg", KILN_DATABASE_URL=url).stdout.strip()
+    assert "on-pg" in kiln(tmp_path, "keys", "list", KILN_DATABASE_URL=url).stdout
+    added = kiln(tmp_path, "models", "add", str(data_dir / "models" / "tiny-sd"), "--air",
+                 "civitai:4201@130072", "--architecture", "sd1x", "--no-load-check",
+                 KILN_DATABASE_URL=url)
+    assert added.returncode == 0, added.stderr
+    db = Database(url)
+    assert KeyStore(db).authenticate(key) is not None
+    assert Catalog(db).get("civitai:4201@130072").architecture == "sd1x"
+    db.close()
+    assert not (tmp_path / "kiln.sqlite3").exists()  # nothing went to the data dir's SQLite
+    doctor = kiln(tmp_path, "doctor", KILN_DATABASE_URL=url)
+    assert "ok   database: postgresql+psycopg://kiln@/" in doctor.stdout, doctor.stdout
+
+
+def test_an_unreachable_database_is_named_not_a_traceback(tmp_path):
+    unreachable = "postgresql://kiln@127.0.0.1:1/kiln"
+    listed = kiln(tmp_path, "keys", "list", KILN_DATABASE_URL=unreachable)
+    assert listed.returncode == 1
+    assert "kiln: Kiln's database does not answer" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    doctor = kiln(tmp_path, "doctor", KILN_DATABASE_URL=unreachable)
+    assert "FAIL database: postgresql+psycopg://kiln@127.0.0.1:1/kiln" in doctor.stdout
+    assert "fix: check KILN_DATABASE_URL" in doctor.stdout
 
 
 @pytest.mark.parametrize("air", ["nope", "civitai:@1", "a:b"])

@@ -8,7 +8,9 @@ from kiln.cli import main
 from tests.conftest import inference, post
 
 
-def test_keys_usage_command_shows_images_and_cost(client, services, data_dir, capsys):
+def test_keys_usage_command_shows_images_and_cost(client, services, data_dir, capsys, monkeypatch):
+    if services.settings.database_url:  # the command reads the database of the server's settings
+        monkeypatch.setenv("KILN_DATABASE_URL", services.settings.database_url)
     key = services.keys.create("cli-usage")
     items = post(client, [inference(numberResults=2, includeCost=True)], key=key).json()["data"]
     assert main(["--data-dir", str(data_dir), "keys", "usage"]) == 0

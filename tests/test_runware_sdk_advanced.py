@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from runware import IControlNetCanny, IControlNetGeneral, ILora, IModelSearch
 
+from kiln.storage import ImageIndex
 from tests.conftest import SD
 from tests.test_runware_sdk import _with_client, request, run
 
@@ -18,7 +19,7 @@ def decoded(result) -> np.ndarray:
 
 
 def uploads(services) -> int:
-    return services.db.query("SELECT COUNT(*) AS n FROM images WHERE origin = 'uploaded'")[0]["n"]
+    return ImageIndex(services.db).count(origin="uploaded")
 
 
 def test_controlnet_with_a_local_guide_file_and_a_lora(ws_url, services, tmp_path):

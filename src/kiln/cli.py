@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from kiln.errors import KilnError
 from kiln.settings import Settings
 
 DEV_KEY_FILE = "dev-api-key"
@@ -24,7 +25,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         allow_private_urls=True if getattr(args, "allow_private_urls", False) else None,
         device=getattr(args, "device", None),
         preload_models=tuple(args.preload) if getattr(args, "preload", None) else None,
+        executor=getattr(args, "executor", None),
+        ray_address=getattr(args, "ray_address", None),
+        replicas=getattr(args, "replicas", None),
     )
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -33,7 +44,7 @@ def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from kiln.storage import Database
 
     settings = _settings(args)
-    db = Database(settings.database_path)
+    db = Database.open(settings)  # KILN_DATABASE_URL, or the SQLite file in the data dir
     return settings, KeyStore(db, settings.api_keys), Catalog(db)
 
 
@@ -137,16 +148,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_media_prune(args: argparse.Namespace) -> int:
-    from kiln.media import ImageStore
+    from kiln.media import ImageStore, open_blobs
     from kiln.service.retention import Retention
     from kiln.service.task_registry import TaskRegistry
     from kiln.storage import Database
 
     settings = _settings(args)
-    db = Database(settings.database_path)
-    images = ImageStore(db, settings.media_dir)
+    db = Database.open(settings)
+    images = ImageStore(db, open_blobs(settings))
     media_ttl_s = settings.media_ttl_s if args.older_than is None else args.older_than
-    purged = Retention(images, TaskRegistry(db, images, settings.task_ttl_s), media_ttl_s).purge()
+    tasks = TaskRegistry(db, images, settings.task_ttl_s, front_id="cli")  # not a front: runs no task
+    purged = Retention(images, tasks, media_ttl_s).purge()
     print(f"deleted {purged.images} images stored more than {media_ttl_s:g} s ago and "
           f"{purged.tasks} expired task records")
     return 0
@@ -189,7 +201,8 @@ def cmd_models_add(args: argparse.Namespace) -> int:
             conditioning=args.conditioning,
         )
     else:
-        entry = _detected_entry(args, path, air, settings.models_dir / "configs")
+        base = _flux_base(catalog, args.base) if args.base else None
+        entry = _detected_entry(args, path, air, settings.models_dir / "configs", base)
     entry = replace(
         entry,
         version=args.version or entry.air.rsplit("@", 1)[1],
@@ -200,7 +213,9 @@ def cmd_models_add(args: argparse.Namespace) -> int:
         defaults=ModelDefaults(
             width=args.default_width or entry.defaults.width,
             height=args.default_height or entry.defaults.height,
-            steps=args.default_steps, cfg=args.default_cfg, scheduler=args.default_scheduler,
+            steps=args.default_steps or entry.defaults.steps,
+            cfg=args.default_cfg if args.default_cfg is not None else entry.defaults.cfg,
+            scheduler=args.default_scheduler or entry.defaults.scheduler,
         ),
     )
     if entry.category == "checkpoint" and not args.no_load_check:
@@ -215,15 +230,28 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def _detected_entry(args: argparse.Namespace, path: Path, air: str | None, configs_dir: Path):  # type: ignore[no-untyped-def]
+def _flux_base(catalog, air: str):  # type: ignore[no-untyped-def]
+    """The registered FLUX folder `--base` names, whose text encoders, tokenizers and VAE a FLUX
+    transformer file runs with."""
+    base = catalog.find(air)
+    if base is None:
+        raise ValueError(f"--base {air} is not in the catalog: register the FLUX folder first")
+    if base.category != "checkpoint" or base.architecture != "flux" or not Path(base.path).is_dir():
+        raise ValueError(f"--base {air} must be a FLUX diffusers folder registered as a checkpoint; it is "
+                         f"a {base.architecture} {base.category} at {base.path}")
+    return base
+
+
+def _detected_entry(args: argparse.Namespace, path: Path, air: str | None, configs_dir: Path, base=None):  # type: ignore[no-untyped-def]
     """The catalog entry of `path` as its tensors tell it, with the command line's category,
-    architecture, prediction and conditioning overriding what was detected."""
+    architecture, prediction and conditioning overriding what was detected; a FLUX transformer
+    file runs with the parts of the FLUX folder entry `base`."""
     from dataclasses import replace
 
     from kiln.models.checkpoints import ModelKind, UnrecognisedModelError, inspect_model
     from kiln.models.importer import catalog_entry, local_air
 
-    families = {"sd1x": "sd1", "sdxl": "sdxl"}
+    families = {"sd1x": "sd1", "sdxl": "sdxl", "flux": "flux", "sd3": "sd3"}
     try:
         kind, header = inspect_model(path)
     except UnrecognisedModelError:
@@ -247,7 +275,10 @@ def _detected_entry(args: argparse.Namespace, path: Path, air: str | None, confi
         print(f"note: {note}")
     if args.config:
         header = None  # the operator's config folder replaces the derived one
-    entry = catalog_entry(path, kind, header, air or local_air(path), configs_dir)
+    if base is not None and not (kind.category == "checkpoint" and kind.architecture == "flux" and header is not None):
+        raise ValueError(f"--base names the FLUX folder a FLUX transformer file runs with; {path.name} is "
+                         f"{kind.description}")
+    entry = catalog_entry(path, kind, header, air or local_air(path), configs_dir, base=base)
     return replace(entry, name=args.name or entry.name)
 
 
@@ -321,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--preload", action="append", metavar="AIR",
                        help="load this model at start, before /ready answers 200 (repeatable; "
                        "env KILN_PRELOAD_MODELS, comma-separated)")
+    serve.add_argument("--executor", choices=["in-process", "ray"],
+                       help="where the engine runs: in this process (default) or as Ray Serve "
+                       "replicas (env KILN_EXECUTOR; needs pip install 'kiln[cluster]')")
+    serve.add_argument("--ray-address", metavar="ADDRESS",
+                       help="the Ray cluster to join, e.g. head-node:6379 (env KILN_RAY_ADDRESS; "
+                       "default: RAY_ADDRESS, else a local Ray started by this front)")
+    serve.add_argument("--replicas", type=_at_least_one, metavar="N",
+                       help="engine replicas with --executor ray, one GPU each where the cluster "
+                       "has GPUs (env KILN_REPLICAS, default 1)")
     serve.set_defaults(func=cmd_serve)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys", required=True)
@@ -353,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "folder (annotators: the folder or file `kiln.preprocess.ANNOTATED` names)")
     add.add_argument("--air", help="identifier, e.g. civitai:4201@130072 (default: local:<file "
                      "name>@<short content hash>)")
-    add.add_argument("--architecture", choices=["sd1x", "sdxl"],
+    add.add_argument("--architecture", choices=["sd1x", "sdxl", "flux", "sd3"],
                      help="the base model family (default: detected; SD 2.x is sd1x; annotators "
                      "serve both: either value works)")
     add.add_argument("--category", choices=["checkpoint", "lora", "lycoris", "controlnet", "vae",
@@ -362,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--type", help="base, inpainting or refiner (checkpoints; default: detected)")
     add.add_argument("--config", help="diffusers config folder for a single-file checkpoint "
                      "(default: one Kiln writes from the checkpoint's shapes)")
+    add.add_argument("--base", metavar="AIR",
+                     help="for a FLUX transformer file (ComfyUI's diffusion_models/ download): the "
+                     "registered FLUX diffusers folder whose text encoders, tokenizers and VAE it runs with")
     add.add_argument("--prediction", choices=["epsilon", "v_prediction"],
                      help="what a checkpoint's UNet predicts, where the file does not say "
                      "(SD 2.x: 768 models v_prediction, 512-base ones epsilon)")
@@ -409,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"kiln: {exc}", file=sys.stderr)
         return 2
+    except KilnError as exc:  # e.g. the database does not answer
+        print(f"kiln: {exc.message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`kiln doctor`: checks what a Kiln needs before it serves, and says what to fix.
 
-Each check is independent: one failing never hides another. Nothing is changed on disk except
-the database file, which opening creates when missing (as `kiln serve` would).
+Each check is independent: one failing never hides another. Nothing is changed except the
+database, which opening creates (an SQLite file) or migrates when needed, as `kiln serve` would.
 """
 
 from __future__ import annotations
@@ -63,16 +63,23 @@ def _disk(settings: Settings) -> Check:
 
 
 def _database(settings: Settings) -> Check:
-    from kiln.storage import Database
+    from kiln.storage import SCHEMA_VERSION, Database, database_url
 
+    if settings.database_url is None:
+        fix = "check the file's permissions, or move it aside to start afresh"
+    else:
+        fix = "check KILN_DATABASE_URL: the server is up and reachable from here, the user, the password"
+    where = "KILN_DATABASE_URL"
     try:
-        db = Database(settings.database_path)
-        db.query("SELECT 1")
+        where = database_url(settings.database_url or settings.database_path).render_as_string(
+            hide_password=True)
+        db = Database.open(settings)
+        db.ping()
         db.close()
     except Exception as exc:
-        return Check("database", False, f"{settings.database_path}: {exc}",
-                     "check the file's permissions, or move it aside to start afresh")
-    return Check("database", True, str(settings.database_path))
+        cause = exc.__cause__ or exc
+        return Check("database", False, f"{where}: {type(cause).__name__}: {cause}", fix)
+    return Check("database", True, f"{where} (schema version {SCHEMA_VERSION})")
 
 
 def _catalog(settings: Settings) -> Check:
@@ -80,7 +87,9 @@ def _catalog(settings: Settings) -> Check:
     from kiln.storage import Database
 
     try:
-        entries = Catalog(Database(settings.database_path)).search()
+        db = Database.open(settings)
+        entries = Catalog(db).search()
+        db.close()
     except Exception as exc:
         return Check("catalog", False, f"cannot read the catalog: {exc}", "see the database check")
     missing = [f"{e.air} ({e.path})" for e in entries

@@ -109,3 +109,17 @@ class InferenceError(KilnError, RuntimeError):
 
     code = "inferenceError"
     status = 500
+
+
+class MediaUnavailableError(KilnError):
+    """The image store (a folder or an S3 bucket) failed or cannot be reached; retry later (503)."""
+
+    code = "mediaUnavailable"
+    status = 503
+
+
+class ServiceUnavailableError(KilnError):
+    """A service Kiln depends on (its database) does not answer now; retry later (503)."""
+
+    code = "serviceUnavailable"
+    status = 503

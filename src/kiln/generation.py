@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Architecture = Literal["sd1x", "sdxl"]
+Architecture = Literal["sd1x", "sdxl", "flux", "sd3"]
 Mode = Literal["text", "image", "inpaint"]
 """text-to-image; image-to-image (`init_image` + `strength`); inpainting (`init_image` +
 `mask_image`). Outpainting reaches the engine as inpainting of a padded image."""
@@ -23,7 +23,9 @@ class ModelSpec:
 
     `path` is a diffusers folder or a single-file `.safetensors` checkpoint. For a single file,
     `config_path` names a local diffusers folder holding the configs and tokenizer(s) (weights not
-    needed); when None the engine uses the config folder it ships for `architecture`.
+    needed); when None the engine uses the config folder it ships for `architecture`. For a FLUX
+    transformer file, `config_path` is a complete FLUX diffusers folder: its text encoders,
+    tokenizers, VAE and scheduler run with the file's transformer.
     """
 
     air: str

@@ -8,7 +8,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from kiln.storage import Database
+from kiln.storage import Database, KeyRepository
 
 
 def key_id(api_key: str) -> str:
@@ -34,10 +34,14 @@ class Principal:
 
 
 class KeyStore:
-    """Checks keys against the configured ones and the hashed ones in the database."""
+    """Checks keys against the configured ones and the hashed ones in the database.
+
+    Every method but those on configured keys reads or writes the database: call them off
+    the event loop.
+    """
 
     def __init__(self, db: Database, configured: tuple[str, ...] = ()) -> None:
-        self._db = db
+        self._keys = KeyRepository(db)
         self._configured = frozenset(key_id(k) for k in configured)
 
     def authenticate(self, api_key: object) -> Principal | None:
@@ -45,67 +49,42 @@ class KeyStore:
         if not isinstance(api_key, str) or not api_key:
             return None
         kid = key_id(api_key)
-        if kid in self._configured or self._db.query(
-            "SELECT 1 FROM api_keys WHERE key_id = ?", (kid,)
-        ):
+        if kid in self._configured or self._keys.exists(kid):
             return Principal(kid)
         return None
 
     def create(self, name: str = "default") -> str:
         """Create a key and return it; it cannot be recovered later."""
         api_key = "kiln_" + secrets.token_urlsafe(32)
-        self._db.execute(
-            "INSERT INTO api_keys (key_id, name, created_at) VALUES (?, ?, ?)",
-            (key_id(api_key), name, time.time()),
-        )
+        self._keys.add(key_id(api_key), name, time.time())
         return api_key
 
     def list(self) -> list[tuple[str, str, float]]:
         """(key id prefix, name, created_at) of every stored key."""
-        return [
-            (r["key_id"][:12], r["name"], r["created_at"])
-            for r in self._db.query("SELECT * FROM api_keys ORDER BY created_at")
-        ]
+        return [(key.key_id[:12], key.name, key.created_at) for key in self._keys.all()]
 
     def webhook_secret(self, kid: str) -> str:
         """The secret that signs the webhooks and uploads of the key `kid`; made on first use
-        and the same afterwards (`kiln keys webhook-secret KEY` shows it). Read on every
-        delivery, written only the first time."""
-        query = "SELECT secret FROM webhook_secrets WHERE key_id = ?"
-        rows = self._db.query(query, (kid,))
-        if not rows:  # ON CONFLICT: a concurrent first use keeps the secret stored first
-            self._db.execute(
-                "INSERT INTO webhook_secrets (key_id, secret, created_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (key_id) DO NOTHING",
-                (kid, "whsec_" + secrets.token_urlsafe(32), time.time()),
-            )
-            rows = self._db.query(query, (kid,))
-        return str(rows[0]["secret"])
+        and the same afterwards, on every front (`kiln keys webhook-secret KEY` shows it). Read
+        on every delivery, written only the first time."""
+        return self._keys.webhook_secret(kid, "whsec_" + secrets.token_urlsafe(32), time.time())
 
     def any_exists(self) -> bool:
-        return bool(self._configured) or bool(self._db.query("SELECT 1 FROM api_keys LIMIT 1"))
+        return bool(self._configured) or self._keys.any_exists()
 
     def record_usage(self, kid: str, *, images: int, cost: float) -> None:
         """Add `images` and `cost` to the usage of the key `kid` (atomic)."""
-        self._db.execute(
-            "INSERT INTO key_usage (key_id, images, cost) VALUES (?, ?, ?) ON CONFLICT (key_id)"
-            " DO UPDATE SET images = images + excluded.images, cost = cost + excluded.cost",
-            (kid, images, cost),
-        )
+        self._keys.add_usage(kid, images=images, cost=cost)
 
     def usage(self) -> builtins.list[KeyUsage]:
         """Usage of every key that generated something, most expensive first. Keys from the
         settings have no stored name: they are named "configured"."""
-        rows = self._db.query(
-            "SELECT u.key_id, u.images, u.cost, k.name FROM key_usage u"
-            " LEFT JOIN api_keys k ON k.key_id = u.key_id ORDER BY u.cost DESC, u.key_id"
-        )
         return [
             KeyUsage(
-                r["key_id"],
-                r["name"] or ("configured" if r["key_id"] in self._configured else "unknown"),
-                r["images"],
-                r["cost"],
+                usage.key_id,
+                usage.name or ("configured" if usage.key_id in self._configured else "unknown"),
+                usage.images,
+                usage.cost,
             )
-            for r in rows
+            for usage in self._keys.usage()
         ]

@@ -137,10 +137,14 @@ class Settings:
     executor: str = "in-process"  # or "ray": engines as Ray Serve replicas
     ray_address: str | None = None  # None: start a local Ray (or join RAY_ADDRESS)
     replicas: int = 1  # Ray Serve engine replicas (--executor ray)
+    # FLUX and SD3 weights kept in CPU memory between uses: none | model | sequential (needs a GPU)
+    cpu_offload: str = "none"
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "fp16", "bf16", "fp32"):
             raise ValueError(f"KILN_DTYPE must be auto, fp16, bf16 or fp32, not {self.dtype!r}")
+        if self.cpu_offload not in ("none", "model", "sequential"):
+            raise ValueError(f"KILN_CPU_OFFLOAD must be none, model or sequential, not {self.cpu_offload!r}")
         if self.executor not in ("in-process", "ray"):
             raise ValueError(f"KILN_EXECUTOR must be in-process or ray, not {self.executor!r}")
         if self.log_format not in ("text", "json"):
@@ -190,6 +194,8 @@ class Settings:
             values["channels_last"] = _env_bool(env["KILN_CHANNELS_LAST"])
         if "KILN_COMPILE" in env:
             values["compile"] = _env_bool(env["KILN_COMPILE"])
+        if env.get("KILN_CPU_OFFLOAD"):
+            values["cpu_offload"] = env["KILN_CPU_OFFLOAD"].strip().lower()
         for name, var, kind, low, high in _NUMERIC_VARIABLES:
             if env.get(var):
                 values[name] = _number(var, env[var], kind, low, high)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
+from tests.cluster.fronts import Front
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -49,37 +47,12 @@ def kiln(data_dir: Path, *args: str) -> None:
 def kiln_serve(data_dir: Path, api_key: str, log_path: Path, timeout_s: float = 180) -> Iterator[str]:
     """`kiln serve` of `data_dir` (its models registered) accepting `api_key`; yields the
     playground's URL once `/ready` answers 200. Its output goes to `log_path`."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "KILN_PORT": str(port), "KILN_API_KEYS": api_key, "KILN_TORCH_THREADS": "1"}
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "kiln.cli", "--data-dir", str(data_dir), "serve"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
+    front = Front(data_dir, {"KILN_API_KEYS": api_key, "KILN_TORCH_THREADS": "1"}, log_path)
     try:
-        deadline = time.monotonic() + timeout_s
-        while not _ready(base):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"kiln serve did not get ready:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.2)
-        yield base + "/"
+        front.wait_ready(timeout_s)
+        yield front.base + "/"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def _ready(base: str) -> bool:
-    try:
-        return httpx.get(base + "/ready", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+        front.stop()
 
 
 @contextmanager

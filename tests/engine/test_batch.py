@@ -12,7 +12,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-import kiln.engine.engine
+import kiln.engine.families
 from kiln.engine import Engine
 from kiln.engine.demo_models import build_tiny_controlnet, build_tiny_lora, build_tiny_sd_inpaint
 from kiln.errors import InferenceError, InvalidRequestError, KilnError, ModelLoadError
@@ -252,14 +252,14 @@ def test_a_failing_shared_call_is_rerun_one_by_one(
 def test_an_engine_fault_fails_the_requests_it_touches_and_no_others(
     engine: Engine, tiny: TinyModels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pipeline_class = kiln.engine.engine.pipeline_class
+    pipeline_class = kiln.engine.families.pipeline_class
 
     def broken_for_edits(architecture: str, mode: str, controlnet: bool) -> object:
         if mode == "image":
             raise RuntimeError("no pipeline class")
         return pipeline_class(architecture, mode, controlnet)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(kiln.engine.engine, "pipeline_class", broken_for_edits)
+    monkeypatch.setattr(kiln.engine.families, "pipeline_class", broken_for_edits)
     edit = make_request(tiny.sd, mode="image", init_image=picture(0), strength=0.5)
     results = engine.generate_batch([edit, make_request(tiny.sd), replace(edit, seeds=(9,))])
     assert isinstance(results[0], InferenceError) and "no pipeline class" in str(results[0])

@@ -11,7 +11,7 @@ import torch
 from kiln.cli import main
 from kiln.models import Catalog
 from kiln.models.importer import local_air
-from kiln.storage import Database
+from kiln.storage import CatalogRepository, Database
 from tests.models.checkpoint_files import (
     ADAPTER_FILES,
     published_ldm_shapes,
@@ -59,9 +59,11 @@ def _install(root: Path, layout: dict[str, str]) -> dict[str, tuple[str, str]]:
     }
 
 
-def _rows(data_dir: Path) -> list[tuple]:
+def _rows(data_dir: Path) -> list[dict]:
     db = Database(data_dir / "kiln.sqlite3")
-    return [tuple(row) for row in db.query("SELECT * FROM models ORDER BY air")]
+    rows = [dict(row) for row in CatalogRepository(db).all()]
+    db.close()
+    return rows
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

@@ -7,7 +7,7 @@ import json
 import re
 
 from kiln.protocol.image_inference import LIMITS
-from kiln.schedulers import SCHEDULER_NAMES
+from kiln.schedulers import ALL_SCHEDULER_NAMES
 from tests.conftest import API_KEY
 
 
@@ -24,7 +24,7 @@ def test_a_plain_get_serves_the_page_with_the_protocols_limits(client):
     limits = rendered_limits(response.text)
     width = LIMITS["width"]
     assert limits["width"] == {"type": "integer", "min": width.min, "max": width.max, "step": 64}
-    assert limits["scheduler"]["allowed"] == list(SCHEDULER_NAMES)
+    assert limits["scheduler"]["allowed"] == list(ALL_SCHEDULER_NAMES)
     assert "canny" in limits["preProcessorType"]["allowed"]
 
 

@@ -20,6 +20,7 @@ from kiln.progress import StepListener, StepProgress
 from kiln.server import create_app
 from kiln.service import Services
 from kiln.settings import Settings
+from kiln.storage import STALE_AFTER_S, FrontRepository
 from tests.conftest import API_KEY, inference, post
 
 
@@ -182,3 +183,10 @@ def receiver(statuses: tuple[int, ...] = (200,), delay_s: float = 0.0) -> Iterat
         yield server
     finally:
         server.close()
+
+
+def kill_front(services: Services) -> None:
+    """Leave `services`' front as a killed process leaves it: no more heartbeats, the last one
+    older than STALE_AFTER_S (so the other fronts count it dead now, not in 10 s)."""
+    services.front.stop()
+    FrontRepository(services.db).beat(services.front.front_id, time.time() - STALE_AFTER_S - 1)

@@ -9,7 +9,6 @@ import dataclasses
 import hashlib
 import hmac
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from kiln.errors import InvalidRequestError
 from kiln.media.outbound import OutboundPolicy
 from kiln.service.delivery import DeliveryOptions
-from tests.conftest import API_KEY, OTHER_KEY, inference, post
+from tests.conftest import API_KEY, OTHER_KEY, cli_env, inference, post
 from tests.service.fakes import get_response, receiver, wait_finished
 
 FAST = dict(delivery_backoff_s=0.01, delivery_attempts=3, delivery_timeout_s=5.0)
@@ -217,14 +216,14 @@ def verify(received, secret: str) -> int:
     return int(fields["t"])
 
 
-def test_webhooks_and_uploads_are_signed_with_the_keys_secret(fast, data_dir):
+def test_webhooks_and_uploads_are_signed_with_the_keys_secret(fast, settings, data_dir):
     with receiver() as hook, receiver() as upload:
         task = inference(webhookURL=hook.url, uploadEndpoint=upload.url + "/out.png")
         post(fast, [task])
         (posted,) = hook.wait_for(1)
         (put,) = upload.wait_for(1)
     def webhook_secret(key: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KILN_API_KEYS": f"{API_KEY},{OTHER_KEY}"}  # as the server's
+        env = cli_env(settings, KILN_API_KEYS=f"{API_KEY},{OTHER_KEY}")  # as the server's
         return subprocess.run([sys.executable, "-m", "kiln.cli", "--data-dir", str(data_dir),
                                "keys", "webhook-secret", key],
                               capture_output=True, text=True, timeout=60, env=env)

@@ -14,7 +14,13 @@ from kiln.server import create_app
 from kiln.service import Services
 from tests.conftest import API_KEY, OTHER_KEY, SD, decode_image, inference, new_uuid, post
 from tests.images import data_uri, gradient, max_difference
-from tests.service.fakes import fake_kiln, get_response, start_held_tasks, wait_finished
+from tests.service.fakes import (
+    fake_kiln,
+    get_response,
+    kill_front,
+    start_held_tasks,
+    wait_finished,
+)
 
 
 def test_async_is_acknowledged_then_polled_to_success_over_rest(client):
@@ -171,13 +177,32 @@ def test_processing_state_then_success_and_disconnect_loses_nothing(settings):
         assert all(decode_image(i).size == (128, 128) for i in items)
 
 
-def test_an_interrupted_task_is_reported_failed_after_a_restart(settings):
-    with fake_kiln(settings) as (client, engine, _):
+def test_another_fronts_task_is_processing_while_that_front_lives(settings):
+    with fake_kiln(settings) as (first, engine, _), fake_kiln(settings) as (second, _, _):
+        [task_uuid] = start_held_tasks(first, engine)
+        assert get_response(second, task_uuid)["data"][0]["status"] == "processing"
+        engine.gate.set()
+        (item,) = wait_finished(second, task_uuid)["data"]
+        assert item["status"] == "success" and item["imageBase64Data"]
+
+
+def test_a_killed_fronts_task_is_reported_failed_by_another_front(settings):
+    with fake_kiln(settings) as (client, engine, services):
         [task_uuid] = start_held_tasks(client, engine)
-        with fake_kiln(settings) as (restarted, _, _):
-            reply = get_response(restarted, task_uuid)
+        kill_front(services)
+        with fake_kiln(settings) as (other, _, _):
+            reply = get_response(other, task_uuid)
     (error,) = reply["errors"]
     assert (error["code"], error["status"], error["taskType"]) == ("taskFailed", "error", "imageInference")
+
+
+def test_a_stopped_fronts_task_is_reported_failed_after_a_restart(settings):
+    with fake_kiln(settings) as (client, engine, services):
+        [task_uuid] = start_held_tasks(client, engine)
+        services.front.close()  # deregistered, as a clean shutdown does (after its drain)
+        with fake_kiln(settings) as (restarted, _, _):
+            reply = get_response(restarted, task_uuid)
+    assert reply["errors"][0]["code"] == "taskFailed"
 
 
 def test_records_expire_after_the_configured_time(settings):

@@ -75,3 +75,20 @@ def test_queue_depth(settings):
         wait_finished(client, first["taskUUID"])
         wait_finished(client, second["taskUUID"], key=OTHER_KEY)
         assert post(client, [inference()]).status_code == 200
+
+
+def test_the_limits_hold_across_fronts_on_one_database(settings):
+    with fake_kiln(settings, max_queued_tasks=2) as (first, engine, _), \
+            fake_kiln(settings, max_queued_tasks=2) as (second, other_engine, _):
+        one = inference(positivePrompt="hold one", deliveryMethod="async")
+        two = inference(positivePrompt="hold two", deliveryMethod="async")
+        assert post(first, [one]).status_code == 200
+        assert post(second, [two], key=OTHER_KEY).status_code == 200
+        response = post(second, [inference()], key=OTHER_KEY)
+        assert response.status_code == 429
+        assert "queue is full" in response.json()["errors"][0]["message"]
+        engine.gate.set()
+        other_engine.gate.set()
+        wait_finished(first, one["taskUUID"])
+        wait_finished(second, two["taskUUID"], key=OTHER_KEY)
+        assert post(second, [inference()]).status_code == 200

@@ -12,20 +12,24 @@ import time
 
 import pytest
 
+from kiln.keys import key_id
 from kiln.models import Catalog
 from kiln.settings import Settings
-from kiln.storage import Database
-from tests.conftest import SD, inference, new_uuid, post
+from kiln.storage import Database, TaskRepository
+from tests.conftest import API_KEY, SD, cli_env, inference, new_uuid, post
 from tests.images import b64, gradient
-from tests.service.fakes import fake_kiln, get_response, start_held_tasks
+from tests.service.fakes import fake_kiln, get_response, kill_front, start_held_tasks
 
 
 @pytest.fixture
-def own_settings(settings, services, tmp_path) -> Settings:
-    """The session's settings on a data directory of this test's own (purging it cannot touch
-    other tests' images), with the tiny SD model registered."""
-    Catalog(Database(tmp_path / "kiln.sqlite3")).add(services.catalog.get(SD))
-    return dataclasses.replace(settings, data_dir=tmp_path)
+def own_settings(settings, services, tmp_path, own_database_url) -> Settings:
+    """The session's settings on a data directory and a database of this test's own (purging
+    them cannot touch other tests' images), with the tiny SD model registered."""
+    own = dataclasses.replace(settings, data_dir=tmp_path, database_url=own_database_url)
+    db = Database.open(own)
+    Catalog(db).add(services.catalog.get(SD))
+    db.close()
+    return own
 
 
 def upload(client) -> str:
@@ -50,9 +54,9 @@ def test_images_older_than_the_media_ttl_are_deleted(own_settings):
 
 
 def test_a_task_a_stopped_kiln_never_finished_is_purged_after_the_task_ttl(own_settings):
-    with fake_kiln(own_settings) as (client, engine, _):
+    with fake_kiln(own_settings) as (client, engine, first):
         [task_uuid] = start_held_tasks(client, engine)
-        # a second Kiln on the same data: to it, the first one's unfinished task is a crash's
+        kill_front(first)  # to a second Kiln on the same data, its unfinished task is a crash's
         with fake_kiln(own_settings, task_ttl_s=0.3) as (restarted, _, services):
             assert get_response(restarted, task_uuid)["errors"][0]["code"] == "taskFailed"
             time.sleep(0.4)
@@ -66,8 +70,9 @@ def test_task_records_keep_no_copy_of_inline_images(own_settings, output_type, f
     with fake_kiln(own_settings) as (client, _, services):
         task = inference(outputType=output_type, numberResults=2)
         sent = post(client, [task]).json()["data"]
-        bodies = [row["body"] for row in services.db.query(
-            "SELECT body FROM task_replies WHERE task_uuid = ?", (task["taskUUID"],))]
+        stored = TaskRepository(services.db).get(
+            key_id(API_KEY), task["taskUUID"], front_id=services.front.front_id, now=time.time())
+        bodies = [body for _kind, body in stored.replies]
         assert len(bodies) == 2 and all(json.loads(body)[field] is None for body in bodies)
         polled = get_response(client, task["taskUUID"])["data"]
     assert [{**item, "status": "success"} for item in sent] == polled
@@ -88,7 +93,8 @@ def test_kiln_media_prune_deletes_expired_images(own_settings):
     assert (own_settings.media_dir / f"{image_uuid}.png").exists()
     result = subprocess.run(
         [sys.executable, "-m", "kiln.cli", "--data-dir", str(own_settings.data_dir),
-         "media", "prune", "--older-than", "0"], capture_output=True, text=True, timeout=120)
+         "media", "prune", "--older-than", "0"], capture_output=True, text=True, timeout=120,
+        env=cli_env(own_settings))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("deleted 1 images")
     assert not (own_settings.media_dir / f"{image_uuid}.png").exists()

@@ -193,8 +193,9 @@ def tiny_unet_kwargs(*, cross_attention_dim: int) -> dict[str, Any]:
     }
 
 
-def tiny_vae(*, scaling_factor: float) -> AutoencoderKL:
-    """A tiny random `AutoencoderKL` with SD's 8x downsampling and 4 latent channels."""
+def tiny_vae(*, scaling_factor: float, latent_channels: int = 4, **config: Any) -> AutoencoderKL:
+    """A tiny random `AutoencoderKL` with SD's 8x downsampling and 4 latent channels (or
+    `latent_channels`, and any other `AutoencoderKL` argument in `config`)."""
     # Four blocks so the latent is 1/8 of the image, as in the real VAEs.
     return AutoencoderKL(
         in_channels=3,
@@ -204,9 +205,10 @@ def tiny_vae(*, scaling_factor: float) -> AutoencoderKL:
         block_out_channels=(8, 8, 8, 8),
         layers_per_block=1,
         norm_num_groups=8,
-        latent_channels=4,
+        latent_channels=latent_channels,
         sample_size=64,
         scaling_factor=scaling_factor,
+        **config,
     )
 
 
@@ -216,11 +218,11 @@ def _save(
 ) -> Path:
     out_dir = Path(out_dir)
     pipe.save_pretrained(out_dir, safe_serialization=True)
-    _clear_name_or_path(out_dir)
+    clear_name_or_path(out_dir)
     return out_dir
 
 
-def _clear_name_or_path(folder: Path) -> None:
+def clear_name_or_path(folder: Path) -> None:
     """Blank `_name_or_path` in saved configs: it would record the temporary build folder."""
     for config_file in folder.glob("*/config.json"):
         config = json.loads(config_file.read_text("utf-8"))

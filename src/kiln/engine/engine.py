@@ -9,41 +9,33 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline
+from diffusers import AutoencoderKL, DiffusionPipeline
 from PIL import Image
 
-from kiln.errors import InferenceError, InvalidRequestError, KilnError, ModelLoadError
+from kiln.errors import InferenceError, KilnError, ModelLoadError
 from kiln.generation import GenerationRequest, ModelSpec
 from kiln.progress import StepListener
 
-from .controlnets import ModedMultiControlNet, control_call_kwargs, load_controlnet
 from .devices import (
     DeviceOptions,
-    activation_bytes,
     default_memory_budget,
     free_memory,
     prepare_module,
     prepare_pipeline,
     set_vae_tiling,
 )
-from .embeddings import TextualInversions, expand_triggers
+from .embeddings import TextualInversions
+from .families import SD, Tokens, family, inference_error
 from .grouping import Unit, batched_kwargs, call_key, setup_key
 from .loras import LoraAdapters
-from .modes import check_mode_inputs, check_pipeline_mode, mode_call_kwargs, unchanged_images
-from .pipeline_classes import pipeline_class
+from .modes import check_mode_inputs, check_request, unchanged_images
 from .pipelines import load_pipeline, load_refiner, load_vae
-from .prompts import PromptKwargs, encode_prompts
 from .refiner import Refinement, check_refinable, ensemble_kwargs, refine
 from .residency import Lease, Residency, file_bytes
 from .scheduling import build_scheduler
 from .steps import StepReporter
 
 log = logging.getLogger(__name__)
-
-_MAX_SEED = 2**63 - 1
-
-_DEFAULT_CHANNELS = {"sd1x": (320, 128), "sdxl": (320, 128)}
-"""(UNet, VAE) first-block widths of an architecture, for `max_batch` before a model loads."""
 
 Result = Image.Image | KilnError
 
@@ -53,10 +45,16 @@ class Engine:
     one pipeline call.
 
     Device paths (`kiln.engine.devices`): `device` None picks "cuda" when available, else
-    "cpu"; `dtype` "auto" is fp16 on CUDA and fp32 on a CPU ("bf16" on either, "fp32");
-    attention runs through PyTorch SDPA; `channels_last` (None: on CUDA only) stores the UNet
-    and VAE channels-last; `compile` compiles the UNet with `torch.compile`; images of more
-    than `vae_tiling_pixels` pixels are decoded in VAE tiles.
+    "cpu"; `dtype` "auto" is fp16 on CUDA (bf16 for FLUX and SD3) and fp32 on a CPU ("bf16" on
+    either, "fp32"); `cpu_offload` "model" or "sequential" keeps FLUX and SD3 weights in CPU
+    memory between uses (needs an accelerator); attention runs through PyTorch SDPA;
+    `channels_last` (None: on CUDA only) stores the UNet and VAE channels-last; `compile`
+    compiles the UNet (or transformer) with `torch.compile`; images of more than
+    `vae_tiling_pixels` pixels are decoded in VAE tiles.
+
+    Families (`kiln.engine.families`): SD 1.x and SDXL run UNet pipelines, FLUX and SD3
+    flow-matching transformer pipelines (`kiln.engine.flow_pipelines`); each family picks the
+    pipeline class of a request, its prompt embeddings and ControlNets, and what it refuses.
 
     Models (pipelines, refiners, VAEs, ControlNets, LoRAs, embeddings, annotators) share one
     residency
@@ -81,9 +79,10 @@ class Engine:
         compile: bool = False,
         vae_tiling_pixels: int = 1536 * 1536,
         max_loras_per_model: int = 8,
+        cpu_offload: str = "none",
     ) -> None:
         self._options = DeviceOptions.resolve(
-            device, dtype, channels_last, compile, vae_tiling_pixels
+            device, dtype, channels_last, compile, vae_tiling_pixels, cpu_offload
         )
         self._memory_budget = memory_budget
         self._residency = Residency(
@@ -139,7 +138,7 @@ class Engine:
 
         Raises the KilnError of the first seed that fails (see `generate_batch`).
         """
-        _check_request(request)
+        check_request(request)
         images = []
         for seed in request.seeds:
             [result] = self.generate_batch([replace(request, seeds=(seed,))])
@@ -169,6 +168,7 @@ class Engine:
         In the "image" and "inpaint" modes, strength 0 gives `init_image` itself without
         running. Errors: InvalidRequestError (bad size, steps, seed, scheduler, clip skip,
         prompt syntax, mode inputs, a refiner after a pipeline that cannot hand over),
+        UnsupportedError (what the model's architecture cannot honour: `kiln.architectures`),
         ModelLoadError (model, LoRA, ControlNet, VAE, embedding or refiner), and
         InferenceError for failures while generating, including running out of memory.
 
@@ -183,7 +183,7 @@ class Engine:
         setups: dict[Hashable, list[int]] = {}
         for index, request in enumerate(requests):
             try:
-                _check_request(request)
+                check_request(request)
                 check_mode_inputs(request)
             except KilnError as error:
                 results[index] = error
@@ -197,7 +197,7 @@ class Engine:
                 log.exception("preparing a batch of %d failed", len(indices))
                 for index in indices:
                     if results[index] is None:
-                        results[index] = _inference_error(exc.with_traceback(None))
+                        results[index] = inference_error(exc.with_traceback(None))
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]
 
@@ -205,20 +205,16 @@ class Engine:
         """How many images of `request`'s model and size fit in one call, at least 1.
 
         (available memory − activations per call) // activations per image, where the
-        activations are `kiln.engine.devices.activation_bytes` for this model at this size,
-        and the available memory is the device's free memory (`devices.free_memory`), and no
-        more than `memory_budget` − `resident_bytes` when a memory budget was given.
+        activations are the family's estimate (`kiln.engine.devices.activation_bytes`,
+        `flow_pipelines.flow_activation_bytes`) for this model (the resident one's widths, else
+        its architecture's) at this size, and the available memory is the device's free memory
+        (`devices.free_memory`), and no more than `memory_budget` − `resident_bytes` when a
+        memory budget was given.
         """
-        unet_channels, vae_channels = self._channels(request.model)
-        per_image, per_call = activation_bytes(
-            width=request.width,
-            height=request.height,
-            unet_channels=unet_channels,
-            vae_channels=vae_channels,
-            element_bytes=self._options.element_bytes,
-            guidance=request.cfg_scale > 1,
-            controlnets=len(request.controlnets),
-        )
+        model = request.model
+        pipe = self.pipeline(model) if _pipeline_key(model) in self._residency.keys() else None
+        per_image, per_call = family(model.architecture).activation_bytes(
+            pipe, request, self._options.element_bytes)
         available = free_memory(self.device)
         if self._memory_budget is not None:
             available = min(available, self._memory_budget - self.resident_bytes)
@@ -254,7 +250,7 @@ class Engine:
         for index in indices:
             request = requests[index]
             try:
-                check_pipeline_mode(cached, request)
+                family(request.model.architecture).check(cached, request)
             except KilnError as error:
                 results[index] = error
                 continue
@@ -279,12 +275,12 @@ class Engine:
         for index in runnable:
             request = requests[index]
             try:
-                kwargs = self._call_kwargs(pipe, request, tokens)
+                kwargs = family(request.model.architecture).call_kwargs(pipe, request, tokens)
                 stage = None
                 if refiner is not None:
                     refiner_pipe, refiner_tokens = refiner
                     kwargs, refiner_kwargs = ensemble_kwargs(
-                        request, kwargs, self._prompts(refiner_pipe, request, refiner_tokens))
+                        request, kwargs, SD.prompts(refiner_pipe, request, refiner_tokens))
                     stage = Refinement(refiner_pipe, refiner_kwargs)
             except KilnError as error:
                 results[index] = error
@@ -298,8 +294,9 @@ class Engine:
         """A private view of the resident pipeline, of the class of the request's mode, with
         the request's own scheduler and VAE. Every view shares the resident weights.
         """
-        scheduler = build_scheduler(cached.scheduler, request.scheduler)
-        cls = pipeline_class(request.model.architecture, request.mode, bool(request.controlnets))
+        architecture = request.model.architecture
+        scheduler = build_scheduler(cached.scheduler, request.scheduler, architecture, request.mode)
+        cls = family(architecture).view_class(cached, request)
         if type(cached) is cls:
             # The shallow copy shares the weights; assigning the scheduler replaces the copy's
             # config dict rather than mutating the resident pipeline's.
@@ -308,9 +305,7 @@ class Engine:
             components: dict[str, Any] = {}
             if request.controlnets:
                 nets = [self._controlnet(lease, control.model) for control in request.controlnets]
-                modes = [control.control_mode for control in request.controlnets]
-                controlnet = ModedMultiControlNet(nets, modes, guidance=request.cfg_scale > 1)
-                components["controlnet"] = controlnet.to(self.device)
+                components["controlnet"] = family(architecture).controlnet(nets, request).to(self.device)
             pipe = cls.from_pipe(cached, **components)
             pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = scheduler
@@ -320,9 +315,7 @@ class Engine:
             check_refinable(pipe)
         return pipe
 
-    def _refiner_view(
-        self, lease: Lease, request: GenerationRequest
-    ) -> tuple[DiffusionPipeline, dict[str, tuple[str, ...]]]:
+    def _refiner_view(self, lease: Lease, request: GenerationRequest) -> tuple[DiffusionPipeline, Tokens]:
         """A view of the request's resident refiner, with its scheduler and VAE, and the tokens
         of the request's embeddings in the refiner's text encoder."""
         assert request.refiner is not None
@@ -341,42 +334,6 @@ class Engine:
         if request.vae is not None:
             pipe.vae = self._vae(lease, cached, request.vae)
         return pipe, tokens
-
-    def _prompts(
-        self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: dict[str, tuple[str, ...]]
-    ) -> PromptKwargs:
-        """The prompt embeddings of `request` in `pipe`, its trigger words replaced by the
-        tokens of its embeddings."""
-        weighting = request.prompt_weighting
-        negative = request.negative_prompt
-        try:
-            return encode_prompts(
-                pipe,
-                request.model.architecture,
-                expand_triggers(request.positive_prompt, tokens, weighting),
-                None if negative is None else expand_triggers(negative, tokens, weighting),
-                request.clip_skip,
-                guidance=request.cfg_scale > 1,  # diffusers' own condition for classifier-free guidance
-                weighting=weighting,
-            )
-        except InvalidRequestError:
-            raise
-        except Exception as exc:
-            raise _inference_error(exc) from exc
-
-    def _call_kwargs(
-        self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: dict[str, tuple[str, ...]]
-    ) -> dict[str, Any]:
-        """The keyword arguments of `request`'s pipeline call alone (without the generator)."""
-        kwargs = {
-            **self._prompts(pipe, request, tokens),
-            "width": request.width,
-            "height": request.height,
-            "num_inference_steps": request.steps,
-            "guidance_scale": request.cfg_scale,
-            "output_type": "pil",
-        }
-        return control_call_kwargs(request, mode_call_kwargs(request, kwargs))
 
     def _run_call(self, pipe: DiffusionPipeline, units: list[Unit], results: list[Result | None],
                   on_step: StepListener | None) -> None:
@@ -415,7 +372,7 @@ class Engine:
             out_of_memory = isinstance(exc, torch.OutOfMemoryError)
             log.warning("a pipeline call of %d image(s) failed", len(units), exc_info=not out_of_memory)
             # Without its traceback, whose frames hold the call's activations on the device.
-            return _inference_error(exc.with_traceback(None))
+            return inference_error(exc.with_traceback(None))
         for unit, image in zip(units, images, strict=True):
             results[unit.index] = image if image.mode == "RGB" else image.convert("RGB")
         return None
@@ -423,13 +380,15 @@ class Engine:
     # -- models -------------------------------------------------------------------------------
 
     def _load_pipeline(self, model: ModelSpec) -> DiffusionPipeline:
-        pipe = load_pipeline(model, self.device, self._options.dtype)
-        prepare_pipeline(pipe, self._options)
+        options, architecture = self._options, model.architecture
+        pipe = load_pipeline(model, self.device, options.dtype_for(architecture), options.offload_for(architecture))
+        prepare_pipeline(pipe, options)
         return pipe
 
-    def _controlnet(self, lease: Lease, model: ModelSpec) -> ControlNetModel:
-        def load() -> ControlNetModel:
-            net = load_controlnet(model, self.device, self._options.dtype)
+    def _controlnet(self, lease: Lease, model: ModelSpec) -> torch.nn.Module:
+        def load() -> torch.nn.Module:
+            net = family(model.architecture).load_controlnet(
+                model, self.device, self._options.dtype_for(model.architecture))
             prepare_module(net, self._options)
             return net
 
@@ -461,41 +420,6 @@ class Engine:
         """Bytes `model` will take once loaded in the engine's dtype."""
         return file_bytes(model.path, self._options.element_bytes)
 
-    def _channels(self, model: ModelSpec) -> tuple[int, int]:
-        """(UNet, VAE) first-block widths: the resident model's, else its architecture's."""
-        key = _pipeline_key(model)
-        if key in self._residency.keys():
-            pipe = self.pipeline(model)
-            return pipe.unet.config.block_out_channels[0], pipe.vae.config.block_out_channels[0]
-        return _DEFAULT_CHANNELS[model.architecture]
-
 
 def _pipeline_key(model: ModelSpec) -> tuple[str, str, str]:
     return ("pipeline", model.air, model.path)
-
-
-def _check_request(request: GenerationRequest) -> None:
-    """Reject what diffusers would fail on obscurely, naming the parameter to fix."""
-    for name, value in (("width", request.width), ("height", request.height)):
-        if value <= 0 or value % 8:
-            raise InvalidRequestError(
-                f"{name} must be a positive multiple of 8, got {value}", parameter=name
-            )
-    if request.steps < 1:
-        raise InvalidRequestError(
-            f"steps must be at least 1, got {request.steps}", parameter="steps"
-        )
-    for seed in request.seeds:
-        if not 0 <= seed <= _MAX_SEED:
-            raise InvalidRequestError(
-                f"seed must be between 0 and {_MAX_SEED}, got {seed}", parameter="seed"
-            )
-
-
-def _inference_error(exc: Exception) -> InferenceError:
-    if isinstance(exc, torch.OutOfMemoryError):
-        error = InferenceError("out of device memory while generating; try a smaller image")
-    else:
-        error = InferenceError(f"generation failed: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error

@@ -68,10 +68,13 @@ def call_key(kwargs: dict[str, Any], refine: dict[str, Any] | None = None) -> Ha
 def batched_kwargs(pipe: DiffusionPipeline, units: list[Unit]) -> dict[str, Any]:
     """The arguments of one call for `units`: embeddings concatenated, seed and mask images as
     lists, and each ControlNet's guides as one tensor of the batch, preprocessed as the
-    pipeline would preprocess each guide (not every ControlNet pipeline takes nested lists)."""
+    pipeline would preprocess each guide (not every ControlNet pipeline takes nested lists; a
+    pipeline of one ControlNet takes the guides as a list)."""
     if len(units) == 1:
         return units[0].kwargs
     kwargs = dict(units[0].kwargs)
+    # SD's ControlNet pipelines have their own processor; FLUX's and SD3's use the VAE's
+    processor = getattr(pipe, "control_image_processor", None) or pipe.image_processor
     for name, value in units[0].kwargs.items():
         if name not in PER_IMAGE_INPUTS or value is None:
             continue
@@ -80,7 +83,7 @@ def batched_kwargs(pipe: DiffusionPipeline, units: list[Unit]) -> dict[str, Any]
             kwargs[name] = torch.cat(values)
         elif isinstance(value, list):  # [per net] guide images
             kwargs[name] = [
-                pipe.control_image_processor.preprocess(
+                processor.preprocess(
                     list(guides), height=kwargs.get("height"), width=kwargs.get("width")
                 ).to(dtype=torch.float32)
                 for guides in zip(*values, strict=True)

@@ -1,4 +1,5 @@
-"""The editing modes in the engine: image-to-image and inpainting inputs of a pipeline call.
+"""What a request must be before it runs (size, steps, seeds), and the editing modes in the
+engine: image-to-image and inpainting inputs of a pipeline call.
 
 Outpainting reaches the engine as inpainting of a padded image, so there are two modes here.
 """
@@ -11,8 +12,33 @@ from typing import Any
 from diffusers import DiffusionPipeline
 from PIL import Image
 
+from kiln.architectures import DISPLAY_NAMES, FLOW_ARCHITECTURES, size_multiple
 from kiln.errors import InvalidRequestError
 from kiln.generation import GenerationRequest
+
+MAX_SEED = 2**63 - 1
+
+
+def check_request(request: GenerationRequest) -> None:
+    """Reject what diffusers would fail on obscurely, naming the parameter to fix: sizes that
+    are not multiples of the architecture's `size_multiple` (8, or 16 for FLUX and SD3), no
+    steps, seeds out of range."""
+    multiple = size_multiple(request.model.architecture)
+    for name, value in (("width", request.width), ("height", request.height)):
+        if value <= 0 or value % multiple:
+            raise InvalidRequestError(
+                f"{name} must be a positive multiple of {multiple} for "
+                f"{DISPLAY_NAMES[request.model.architecture]} models, got {value}", parameter=name
+            )
+    if request.steps < 1:
+        raise InvalidRequestError(
+            f"steps must be at least 1, got {request.steps}", parameter="steps"
+        )
+    for seed in request.seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise InvalidRequestError(
+                f"seed must be between 0 and {MAX_SEED}, got {seed}", parameter="seed"
+            )
 
 
 def check_mode_inputs(request: GenerationRequest) -> None:
@@ -74,8 +100,10 @@ def mode_call_kwargs(request: GenerationRequest, kwargs: dict[str, Any]) -> dict
         "num_inference_steps": steps,
     }
     if request.mode == "image":
-        # img2img pipelines take their size from the image and have no width/height arguments.
-        del kwargs["width"], kwargs["height"]
+        if request.model.architecture not in FLOW_ARCHITECTURES:
+            # SD img2img pipelines take their size from the image and have no width/height
+            # arguments; FLUX's and SD3's have them, and default to 1024 px.
+            del kwargs["width"], kwargs["height"]
     else:
         # width/height stay: the inpainting pipelines default to 512x512 whatever the image.
         kwargs["mask_image"] = request.mask_image

@@ -10,6 +10,8 @@ import torch
 from diffusers import (
     AutoencoderKL,
     DiffusionPipeline,
+    FluxPipeline,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
@@ -18,21 +20,31 @@ from diffusers import (
 from kiln.errors import ModelLoadError
 from kiln.generation import Architecture, ModelSpec
 
+from .devices import place_pipeline
+from .flow_pipelines import load_flux_transformer_file
+
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"
 """Config folders (no weights) shipped per architecture, used for single files without one."""
 
 _PIPELINE_CLASSES: dict[Architecture, type[DiffusionPipeline]] = {
     "sd1x": StableDiffusionPipeline,
     "sdxl": StableDiffusionXLPipeline,
+    # a FLUX Fill or SD3 folder loads as the text-to-image class; views switch class (from_pipe)
+    "flux": FluxPipeline,
+    "sd3": StableDiffusion3Pipeline,
 }
 
 
-def load_pipeline(model: ModelSpec, device: str, dtype: torch.dtype) -> DiffusionPipeline:
-    """Load `model` from local files onto `device`; never touches the network.
+def load_pipeline(
+    model: ModelSpec, device: str, dtype: torch.dtype, offload: str = "none"
+) -> DiffusionPipeline:
+    """Load `model` from local files onto `device` (or with its weights offloaded to the CPU:
+    `kiln.engine.devices.place_pipeline`); never touches the network.
 
     A folder loads with `from_pretrained`, a `.safetensors` file with `from_single_file` and a
-    config folder (`model.config_path`, else the shipped one for the architecture). Every
-    failure is raised as ModelLoadError naming the model.
+    config folder (`model.config_path`, else the shipped one for the architecture); a FLUX
+    transformer file runs with the rest of the FLUX folder `model.config_path`. Every failure
+    is raised as ModelLoadError naming the model.
     """
     pipeline_class = _PIPELINE_CLASSES.get(model.architecture)
     if pipeline_class is None:
@@ -40,7 +52,7 @@ def load_pipeline(model: ModelSpec, device: str, dtype: torch.dtype) -> Diffusio
             f"model {model.air}: unsupported architecture {model.architecture!r}",
             air=model.air,
         )
-    return _load(model, pipeline_class, device, dtype)
+    return _load(model, pipeline_class, device, dtype, offload)
 
 
 def load_refiner(model: ModelSpec, device: str, dtype: torch.dtype) -> StableDiffusionXLImg2ImgPipeline:
@@ -82,7 +94,8 @@ def load_vae(model: ModelSpec, device: str, dtype: torch.dtype) -> AutoencoderKL
 
 
 def _load(
-    model: ModelSpec, pipeline_class: type[DiffusionPipeline], device: str, dtype: torch.dtype
+    model: ModelSpec, pipeline_class: type[DiffusionPipeline], device: str, dtype: torch.dtype,
+    offload: str = "none",
 ) -> DiffusionPipeline:
     path = Path(model.path)
     # Kiln screens images itself; SD 1.x folders that ship a safety checker must not load it.
@@ -94,6 +107,10 @@ def _load(
     try:
         if path.is_dir():
             pipe = pipeline_class.from_pretrained(path, dtype=dtype, local_files_only=True, **extra)
+        elif path.is_file() and path.suffix == ".safetensors" and model.architecture == "flux":
+            transformer = load_flux_transformer_file(model, dtype)
+            pipe = pipeline_class.from_pretrained(
+                model.config_path, transformer=transformer, dtype=dtype, local_files_only=True)
         elif path.is_file() and path.suffix == ".safetensors":
             pipe = pipeline_class.from_single_file(
                 str(path),
@@ -107,7 +124,7 @@ def _load(
                 f"model {model.air}: {path} is neither a diffusers folder nor a .safetensors file",
                 air=model.air,
             )
-        pipe.to(device)
+        place_pipeline(pipe, device, offload)
     except ModelLoadError:
         raise
     except Exception as exc:  # any third-party failure: corrupt file, wrong layout, OOM...

@@ -42,7 +42,10 @@ LATENT_RGB: dict[Architecture, tuple[tuple[RGB, ...], RGB]] = {
 
 def latent_preview(latents: torch.Tensor, architecture: Architecture) -> Image.Image | None:
     """An RGB approximation of what one image's latents ([channels, h, w]) decode to, at most
-    `PREVIEW_PX` on its longer side; None for latents of another channel count."""
+    `PREVIEW_PX` on its longer side; None for latents of another channel count, and for
+    architectures without a map (FLUX and SD3: 16-channel latents, FLUX's packed)."""
+    if architecture not in LATENT_RGB:
+        return None
     weights, bias = LATENT_RGB[architecture]
     if latents.ndim != 3 or latents.shape[0] != len(weights):
         return None

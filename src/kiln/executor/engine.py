@@ -82,6 +82,7 @@ def default_engine_factory(settings: Settings) -> Callable[[], EngineLike]:
             channels_last=settings.channels_last,
             compile=settings.compile,
             vae_tiling_pixels=settings.vae_tiling_pixels,
+            cpu_offload=settings.cpu_offload,
         )
         return engine
 

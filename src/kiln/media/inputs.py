@@ -17,15 +17,15 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from kiln.errors import InvalidRequestError, PayloadTooLargeError
+from kiln.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
 from kiln.media.outbound import fetch
 
 if TYPE_CHECKING:
+    from kiln.media.store import ImageStore, StoredImage
     from kiln.service.services import Services
 
 MAX_INPUT_BYTES = 20 * 1024 * 1024
@@ -101,8 +101,8 @@ async def resolve_image_input(
     text = value.strip()
     image_uuid = None
     if _UUID.match(text):
-        stored = services.images.get(text.lower(), owner=owner)
-        data = await asyncio.to_thread(_read, stored.path) if stored is not None else None
+        stored = await asyncio.to_thread(services.images.get, text.lower(), owner=owner)
+        data = await asyncio.to_thread(_read, services.images, stored) if stored is not None else None
         if data is None:
             raise InvalidRequestError(
                 f"'{parameter}': no image with UUID {text} for this API key.",
@@ -155,10 +155,11 @@ def decode_image_bytes(
     return image, fmt
 
 
-def _read(path: Path) -> bytes | None:
+def _read(images: ImageStore, stored: StoredImage) -> bytes | None:
+    """The bytes of `stored`, or None when they were purged since it was looked up."""
     try:
-        return path.read_bytes()
-    except OSError:
+        return images.read(stored)
+    except NotFoundError:
         return None
 
 

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kiln.errors import NotFoundError
 from kiln.generation import ModelSpec
 from kiln.models.air import parse_air
 from kiln.preprocess import ANNOTATED
-from kiln.storage import Database
+from kiln.storage import CatalogRepository, Database
 
 CATEGORIES = ("checkpoint", "lora", "lycoris", "controlnet", "vae", "embeddings", "annotator")
 """`annotator`: a preprocessor's model (e.g. depth estimation); its `conditioning` names the
 preprocessor it serves."""
-ARCHITECTURES = ("sd1x", "sdxl")
+ARCHITECTURES = ("sd1x", "sdxl", "flux", "sd3")
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,11 @@ class CatalogEntry:
 
 
 class Catalog:
-    """Registered models, keyed by normalised AIR."""
+    """Registered models, keyed by normalised AIR. Every method reads or writes the database:
+    call them off the event loop."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        self._rows = CatalogRepository(db)
 
     def add(self, entry: CatalogEntry) -> CatalogEntry:
         """Register (or replace) `entry`; validates the AIR, category, architecture and path."""
@@ -79,26 +82,23 @@ class Catalog:
             )
         if not Path(entry.path).exists():
             raise FileNotFoundError(entry.path)
-        self._db.execute(
-            "INSERT OR REPLACE INTO models (air, name, version, category, type, architecture, path,"
-            " config_path, tags, conditioning, comment, defaults, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                air, entry.name, entry.version, entry.category, entry.type, entry.architecture,
-                str(Path(entry.path).resolve()),
-                str(Path(entry.config_path).resolve()) if entry.config_path else None,
-                json.dumps(list(entry.tags)), entry.conditioning, entry.comment,
-                json.dumps(asdict(entry.defaults)), time.time(),
-            ),
-        )
+        self._rows.put({
+            "air": air, "name": entry.name, "version": entry.version, "category": entry.category,
+            "type": entry.type, "architecture": entry.architecture,
+            "path": str(Path(entry.path).resolve()),
+            "config_path": str(Path(entry.config_path).resolve()) if entry.config_path else None,
+            "tags": json.dumps(list(entry.tags)), "conditioning": entry.conditioning,
+            "comment": entry.comment, "defaults": json.dumps(asdict(entry.defaults)),
+            "created_at": time.time(),
+        })
         return self.get(air)
 
     def remove(self, air: str) -> bool:
-        return self._db.execute("DELETE FROM models WHERE air = ?", (str(parse_air(air)),)) > 0
+        return self._rows.remove(str(parse_air(air)))
 
     def find(self, air: str) -> CatalogEntry | None:
-        rows = self._db.query("SELECT * FROM models WHERE air = ?", (str(parse_air(air)),))
-        return _entry(rows[0]) if rows else None
+        row = self._rows.get(str(parse_air(air)))
+        return None if row is None else _entry(row)
 
     def get(self, air: str, parameter: str = "model") -> CatalogEntry:
         """The entry for `air`; `unknownModel` naming `parameter` when none is registered."""
@@ -113,7 +113,7 @@ class Catalog:
         return entry
 
     def all(self) -> list[CatalogEntry]:
-        return [_entry(r) for r in self._db.query("SELECT * FROM models ORDER BY air")]
+        return [_entry(row) for row in self._rows.all()]
 
     def search(
         self,
@@ -157,7 +157,7 @@ class Catalog:
         return [entry for _, entry in ranked]
 
 
-def _entry(row) -> CatalogEntry:  # type: ignore[no-untyped-def]
+def _entry(row: Mapping[str, Any]) -> CatalogEntry:
     return CatalogEntry(
         air=row["air"],
         name=row["name"],

@@ -3,7 +3,8 @@
 `inspect_model` reads a `.safetensors` file's header, never its tensor data, so a multi-GB
 checkpoint is recognised in milliseconds. It knows the original (LDM) single-file checkpoints of
 SD 1.x, SD 2.x and SDXL (base, refiner, inpainting), their LoRAs and LyCORIS adapters, ControlNets,
-VAEs and textual-inversion embeddings, and diffusers folders; anything else raises
+VAEs and textual-inversion embeddings, FLUX.1 transformer files (BFL/ComfyUI or diffusers layout)
+and FLUX LoRAs, and diffusers folders of all of these and of SD3; anything else raises
 `UnrecognisedModelError` saying what was found.
 """
 
@@ -27,8 +28,8 @@ SDXL_CLIP = "conditioner.embedders.0.transformer.text_model."
 SDXL_OPEN_CLIP = "conditioner.embedders.1.model."
 REFINER_OPEN_CLIP = "conditioner.embedders.0.model."
 
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
-FAMILY_ARCHITECTURE = {"sd1": "sd1x", "sd2": "sd1x", "sdxl": "sdxl"}
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "flux": "FLUX", "sd3": "SD3"}
+FAMILY_ARCHITECTURE = {"sd1": "sd1x", "sd2": "sd1x", "sdxl": "sdxl", "flux": "flux", "sd3": "sd3"}
 """The catalog's architecture per family: SD 2.x runs on the SD 1.x pipelines."""
 _FAMILY_BY_TEXT_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 _CONDITIONINGS = (
@@ -60,11 +61,12 @@ class ModelKind:
     """
 
     category: str  # checkpoint, lora, lycoris, controlnet, vae, embeddings
-    family: str | None  # sd1, sd2, sdxl
+    family: str | None  # sd1, sd2, sdxl, flux, sd3
     description: str
     type: str | None = None  # checkpoints: base, inpainting or refiner
     prediction: str | None = None  # checkpoints: epsilon or v_prediction
     zero_snr: bool = False  # checkpoints trained with zero terminal SNR
+    timestep_distilled: bool = False  # FLUX schnell: a few steps, no guidance input
     conditioning: str | None = None  # ControlNets: guessed from the file name
     notes: tuple[str, ...] = ()
 
@@ -126,7 +128,7 @@ def classify(header: TensorHeader, name: str = "") -> ModelKind:
     shapes = header.shapes
     if not shapes:
         raise UnrecognisedModelError(f"{name or 'the file'} holds no tensors")
-    for detector in (_checkpoint, _lora, _controlnet, _vae, _embeddings):
+    for detector in (_flux_transformer, _checkpoint, _lora, _controlnet, _vae, _embeddings):
         kind = detector(header, name)
         if kind is not None:
             return kind
@@ -139,6 +141,8 @@ def inspect_folder(folder: Path) -> ModelKind:
     if index.is_file():
         data = json.loads(index.read_text("utf-8"))
         pipeline = str(data.get("_class_name", ""))
+        if pipeline.startswith(("Flux", "StableDiffusion3")):
+            return _flow_folder(folder, pipeline)
         family = "sdxl" if "XL" in pipeline else "sd1" if pipeline.startswith("StableDiffusion") else None
         if family is None:
             raise UnrecognisedModelError(f"{folder} is a diffusers {pipeline or 'pipeline'} folder; "
@@ -154,6 +158,10 @@ def inspect_folder(folder: Path) -> ModelKind:
                 _FAMILY_BY_TEXT_WIDTH.get(int(data.get("cross_attention_dim") or 0)))
             return ModelKind("controlnet", family, "a diffusers ControlNet folder",
                              conditioning=guess_conditioning(folder.name.lower()))
+        if model in ("FluxControlNetModel", "SD3ControlNetModel"):
+            family = "flux" if model.startswith("Flux") else "sd3"
+            return ModelKind("controlnet", family, f"a diffusers {FAMILY_NAMES[family]} ControlNet folder",
+                             conditioning=guess_conditioning(folder.name.lower()))
         if model == "AutoencoderKL":
             family = "sdxl" if "xl" in folder.name.lower() else "sd1"
             return ModelKind("vae", family, "a diffusers VAE folder")
@@ -161,6 +169,44 @@ def inspect_folder(folder: Path) -> ModelKind:
                                      "pipeline, ControlNet or VAE")
     raise UnrecognisedModelError(f"{folder} is a folder without model_index.json or config.json "
                                  "(not a diffusers model)")
+
+
+def _flow_folder(folder: Path, pipeline: str) -> ModelKind:
+    """A FLUX.1 (base or Fill) or SD3 diffusers folder; FLUX schnell told by its transformer
+    having no guidance input."""
+    if pipeline in ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"):
+        return ModelKind("checkpoint", "sd3", f"a diffusers {pipeline} folder", type="base")
+    if pipeline not in ("FluxPipeline", "FluxImg2ImgPipeline", "FluxFillPipeline"):
+        raise UnrecognisedModelError(f"{folder} is a diffusers {pipeline} folder; Kiln runs FLUX.1 base "
+                                     "and Fill and SD3 pipelines")
+    transformer = folder / "transformer" / "config.json"
+    config = json.loads(transformer.read_text("utf-8")) if transformer.is_file() else {}
+    schnell = config.get("guidance_embeds") is False
+    fill = pipeline == "FluxFillPipeline"
+    what = "FLUX.1 Fill" if fill else "FLUX.1 schnell" if schnell else "FLUX.1"
+    return ModelKind("checkpoint", "flux", f"a diffusers {what} folder", type="inpainting" if fill else "base",
+                     timestep_distilled=schnell)
+
+
+def _flux_transformer(header: TensorHeader, name: str) -> ModelKind | None:
+    """A FLUX.1 transformer on its own (ComfyUI's `diffusion_models/` download): BFL names
+    (`double_blocks.*`, possibly under `model.diffusion_model.`) or diffusers names."""
+    keys = {key.removeprefix(UNET): shape for key, shape in header.shapes.items()}
+    embedder = keys.get("img_in.weight") or keys.get("x_embedder.weight")
+    if embedder is None or not any(key.startswith(("double_blocks.", "single_transformer_blocks.")) for key in keys):
+        return None
+    if any(key.startswith(("text_encoders.", "vae.", "first_stage_model.", "cond_stage_model.")) for key in header.shapes):
+        raise UnrecognisedModelError(f"{name} is a FLUX checkpoint with its text encoders or VAE inside; "
+                                     "Kiln reads FLUX transformer files (with --base) and diffusers folders")
+    channels = embedder[1]
+    if channels not in (64, 384):
+        raise UnrecognisedModelError(f"{name} is a FLUX transformer with {channels} input channels (a Canny "
+                                     "or Depth control model, which Kiln does not run)")
+    schnell = not any(key.startswith(("guidance_in.", "time_text_embed.guidance_embedder.")) for key in keys)
+    fill = channels == 384
+    what = "FLUX.1 Fill" if fill else "FLUX.1 schnell" if schnell else "FLUX.1"
+    return ModelKind("checkpoint", "flux", f"a {what} transformer file", type="inpainting" if fill else "base",
+                     timestep_distilled=schnell)
 
 
 def guess_conditioning(name: str) -> str | None:
@@ -317,8 +363,7 @@ def _lora(header: TensorHeader, name: str) -> ModelKind | None:
     if any(key.startswith(("lora_transformer_", "transformer.", "lora_unet_double_blocks", "lora_unet_single_blocks",
                            "lora_unet_joint_blocks"))
            for key in keys):
-        raise UnrecognisedModelError(f"{name} is a LoRA for a transformer model (Flux or SD3), "
-                                     "which Kiln does not run")
+        return _transformer_lora(keys, layout, category="lycoris" if lycoris else "lora")
     family = _lora_family(header.shapes)
     category = "lycoris" if lycoris else "lora"
     noun = "LyCORIS adapter" if lycoris else "LoRA"
@@ -326,6 +371,22 @@ def _lora(header: TensorHeader, name: str) -> ModelKind | None:
         return ModelKind(category, None, f"a {noun} ({layout}) for an unknown base model",
                          notes=("its shapes do not say its base model: pass --architecture",))
     return ModelKind(category, family, f"an {FAMILY_NAMES[family]} {noun} ({layout})")
+
+
+def _transformer_lora(keys: list[str], layout: str, category: str) -> ModelKind:
+    """A LoRA of a FLUX or SD3 transformer: FLUX where it adapts single-stream blocks (which SD3
+    has not) or names FLUX's double blocks, SD3 where it names SD3's joint blocks."""
+    if any(marker in key for key in keys for marker in ("single_transformer_blocks", "single_blocks", "double_blocks")):
+        family: str | None = "flux"
+    elif any("joint_blocks" in key for key in keys):
+        family = "sd3"
+    else:
+        family = None
+    noun = "LyCORIS adapter" if category == "lycoris" else "LoRA"
+    if family is None:
+        return ModelKind(category, None, f"a {noun} ({layout}) for a FLUX or SD3 transformer",
+                         notes=("its keys do not say which: pass --architecture flux or sd3",))
+    return ModelKind(category, family, f"a {FAMILY_NAMES[family]} {noun} ({layout})")
 
 
 def _lora_family(shapes: Mapping[str, tuple[int, ...]]) -> str | None:

@@ -2,8 +2,9 @@
 
 `kiln:shapes@1` and `kiln:shapes-inpaint@1` were trained by `make demo-model` (see kiln.demo) and
 ship as fp16 folders in this package: they draw coloured shapes as asked. The `tiny-*` models are
-random weights built here on first use: they draw noise and exist so that every architecture's
-code path runs.
+random weights built here on first use (by `kiln.engine.demo_models` and, for FLUX and SD3,
+`kiln.engine.demo_flow_models`): they draw noise and exist so that every architecture's code
+path runs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class DemoModel:
     air: str
     folder: str
     architecture: str
-    builder: str | None  # a function of kiln.engine.demo_models; None: trained, in TRAINED_DIR
+    builder: str | None  # a function of kiln.engine.demo_models or demo_flow_models; None: trained
     comment: str
     defaults: ModelDefaults
     type: str | None = "base"  # the catalog's model type, e.g. "inpainting"
@@ -55,6 +56,18 @@ DEMO_MODELS = (
     DemoModel(
         "kiln:tiny-sdxl@1", "tiny-sdxl", "sdxl", "build_tiny_sdxl",
         "Random weights in the SDXL architecture: draws noise; for testing the code path.",
+        ModelDefaults(width=128, height=128, steps=4, cfg=7.0),
+    ),
+    DemoModel(
+        "kiln:tiny-flux@1", "tiny-flux", "flux", "build_tiny_flux",
+        "Random weights in the FLUX.1 dev architecture (CLIP and T5 text encoders, guidance "
+        "input): draws noise; for testing the FLUX code path.",
+        ModelDefaults(width=128, height=128, steps=4, cfg=3.5),
+    ),
+    DemoModel(
+        "kiln:tiny-sd3@1", "tiny-sd3", "sd3", "build_tiny_sd3",
+        "Random weights in the Stable Diffusion 3 architecture (two CLIP text encoders and T5): "
+        "draws noise; for testing the SD3 code path.",
         ModelDefaults(width=128, height=128, steps=4, cfg=7.0),
     ),
     DemoModel(
@@ -90,8 +103,9 @@ DEMO_MODELS = (
 def init_demo_models(catalog: Catalog, models_dir: Path, log: Callable[[str], None] = print) -> list[CatalogEntry]:
     """Register every demo model: the trained ones where they ship, the random-weight ones built
     into `models_dir` (if missing or outdated). Idempotent."""
-    from kiln.engine import demo_models  # imports torch: only the CLI and tests get here
+    from kiln.engine import demo_flow_models, demo_models  # imports torch: only the CLI and tests
 
+    builders = {**vars(demo_models), **vars(demo_flow_models)}
     entries = []
     for demo in DEMO_MODELS:
         if demo.builder is None:
@@ -105,7 +119,7 @@ def init_demo_models(catalog: Catalog, models_dir: Path, log: Callable[[str], No
             stamp = folder / ".kiln-build"
             if not (stamp.exists() and stamp.read_text() == BUILD_VERSION):
                 log(f"building {demo.air} in {folder}")
-                getattr(demo_models, demo.builder)(folder)
+                builders[demo.builder](folder)
                 stamp.write_text(BUILD_VERSION)
             tags = ("demo", "random-weights")
         entries.append(catalog.add(CatalogEntry(

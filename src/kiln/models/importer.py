@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiln.architectures import FLOW_ARCHITECTURES, model_defaults
 from kiln.models.catalog import Catalog, CatalogEntry, ModelDefaults
 from kiln.models.checkpoints import ModelKind, TensorHeader, UnrecognisedModelError, inspect_model
 from kiln.models.configs import config_folder, native_size
@@ -58,16 +59,28 @@ def local_air(path: Path) -> str:
 
 
 def catalog_entry(
-    path: Path, kind: ModelKind, header: TensorHeader | None, air: str, configs_dir: Path, comment: str = ""
+    path: Path, kind: ModelKind, header: TensorHeader | None, air: str, configs_dir: Path, comment: str = "",
+    base: CatalogEntry | None = None,
 ) -> CatalogEntry:
     """The catalog entry of a model file `inspect_model` told `kind` and `header` of. A single-file
     checkpoint or VAE gets its config folder, written under `configs_dir` if new (a VAE's holds
-    its `config.json`), and a checkpoint its native size as default width and height."""
+    its `config.json`), and a checkpoint its native size as default width and height. A FLUX or
+    SD3 checkpoint gets its family's defaults (`kiln.architectures.model_defaults`); a FLUX
+    transformer file runs with the parts of the FLUX folder `base` (required for one)."""
     if kind.architecture is None:
         raise UnrecognisedModelError(f"{path.name} is {kind.description}: {' '.join(kind.notes)}")
     config_path = None
     defaults = ModelDefaults()
-    if kind.category in ("checkpoint", "vae") and header is not None:  # a single file, not a folder
+    if kind.category == "checkpoint" and kind.architecture in FLOW_ARCHITECTURES:
+        if header is not None:
+            if base is None:
+                raise UnrecognisedModelError(
+                    f"{path.name} is {kind.description}, which runs with the text encoders, tokenizers and "
+                    f"VAE of a FLUX folder: register it with `kiln models add {path} --base AIR`")
+            config_path = base.path
+        size, steps, cfg = model_defaults(kind.architecture, kind.type, kind.timestep_distilled)
+        defaults = ModelDefaults(width=size, height=size, steps=steps, cfg=cfg)
+    elif kind.category in ("checkpoint", "vae") and header is not None:  # a single file, not a folder
         config_path = str(config_folder(header, kind, configs_dir))
         if kind.category == "checkpoint":
             size = native_size(kind)
@@ -75,7 +88,7 @@ def catalog_entry(
     return CatalogEntry(
         air=air, name=path.name if path.is_dir() else path.stem, version=air.rsplit("@", 1)[1], category=kind.category,
         type=kind.type, architecture=kind.architecture, path=str(path), config_path=config_path,
-        tags=("sd2",) if kind.family == "sd2" else (),
+        tags=("sd2",) if kind.family == "sd2" else ("schnell",) if kind.timestep_distilled else (),
         conditioning=kind.conditioning, comment=comment or kind.description.capitalize(), defaults=defaults,
     )
 

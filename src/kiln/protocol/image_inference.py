@@ -16,7 +16,7 @@ from kiln.protocol.adapters import (
     prompt_weighting,
 )
 from kiln.protocol.validation import Limit, WireModel, reject_unsupported, validate_task
-from kiln.schedulers import SCHEDULER_NAMES
+from kiln.schedulers import ALL_SCHEDULER_NAMES
 
 OUTPUT_TYPES = ("URL", "base64Data", "dataURI")
 OUTPUT_FORMAT_NAMES = ("PNG", "JPG", "WEBP")
@@ -38,7 +38,7 @@ LIMITS: dict[str, Limit] = {
     "outputType": Limit("string", allowed=OUTPUT_TYPES),
     "outputFormat": Limit("string", allowed=OUTPUT_FORMAT_NAMES),
     "outputQuality": Limit("integer", 20, 99),
-    "scheduler": Limit("string", allowed=SCHEDULER_NAMES),
+    "scheduler": Limit("string", allowed=ALL_SCHEDULER_NAMES),  # per model: check_scheduler
     "model": Limit("string"),
     "includeCost": Limit("boolean"),
     "deliveryMethod": Limit("string", allowed=("sync", "async")),
@@ -194,7 +194,7 @@ class ImageInferenceTask(WireModel):
     @field_validator("scheduler", mode="before")
     @classmethod
     def _scheduler(cls, value: Any) -> Any:
-        if value not in SCHEDULER_NAMES:
+        if value not in ALL_SCHEDULER_NAMES:
             raise ValueError("unknown scheduler")
         return value
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from kiln import __version__
+from kiln.errors import KilnError, NotFoundError
 from kiln.media.encoding import MIME_BY_EXTENSION
+from kiln.protocol.envelope import error_object
 from kiln.server.playground import Playground
 from kiln.server.readiness import Readiness
 from kiln.server.rest import handle_rest
@@ -26,6 +29,10 @@ _MEDIA_HEADERS = {
     "Cache-Control": "public, max-age=31536000, immutable",
     "X-Content-Type-Options": "nosniff",
 }
+
+
+def _no_such_image() -> Response:
+    return JSONResponse({"errors": [{"code": "notFound", "message": "No such image."}]}, 404)
 
 
 def create_app(services: Services, preload: Sequence[str] = ()) -> Starlette:
@@ -46,16 +53,24 @@ def create_app(services: Services, preload: Sequence[str] = ()) -> Starlette:
 
     async def media(request: Request) -> Response:
         match = _MEDIA_NAME.match(request.path_params["name"])
-        stored = services.images.get(match[1]) if match else None
-        if stored is None or stored.extension != match[2]:  # type: ignore[index]
-            return JSONResponse({"errors": [{"code": "notFound", "message": "No such image."}]}, 404)
-        return FileResponse(stored.path, media_type=MIME_BY_EXTENSION[stored.extension], headers=_MEDIA_HEADERS)
+        if match is None:
+            return _no_such_image()
+        try:  # the index row, then the blob from the folder or the bucket: any front serves any image
+            stored = await asyncio.to_thread(services.images.get, match[1])
+            if stored is None or stored.extension != match[2]:
+                return _no_such_image()
+            data = await asyncio.to_thread(services.images.read, stored)
+        except NotFoundError:  # purged since the lookup
+            return _no_such_image()
+        except KilnError as error:  # the database or the store is unavailable
+            return JSONResponse({"errors": [error_object(error)]}, error.status)
+        return Response(data, media_type=MIME_BY_EXTENSION[stored.extension], headers=_MEDIA_HEADERS)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
 
     async def ready(request: Request) -> Response:
-        is_ready, body = readiness.report()
+        is_ready, body = await readiness.report()
         return JSONResponse(body, status_code=200 if is_ready else 503)
 
     async def metrics(request: Request) -> Response:

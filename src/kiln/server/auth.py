@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -12,8 +13,9 @@ from kiln.protocol.envelope import TaskHeader
 AUTH_HEADER = TaskHeader("authentication", None)
 
 
-def authenticate_task(keys: KeyStore, task: dict[str, Any]) -> tuple[Principal, dict[str, Any]]:
-    """Check the `apiKey` of an authentication task; return the principal and the reply item.
+async def authenticate_task(keys: KeyStore, task: dict[str, Any]) -> tuple[Principal, dict[str, Any]]:
+    """Check the `apiKey` of an authentication task (on a worker thread: it may read the
+    database); return the principal and the reply item.
 
     The reply item carries `connectionSessionUUID` and no `taskUUID` (the JS SDK matches the
     auth reply by `taskType` only when `taskUUID` is absent).
@@ -23,7 +25,7 @@ def authenticate_task(keys: KeyStore, task: dict[str, Any]) -> tuple[Principal, 
         raise AuthenticationError(
             "The authentication task has no 'apiKey'.", code="missingApiKey", parameter="apiKey"
         )
-    principal = keys.authenticate(api_key)
+    principal = await asyncio.to_thread(keys.authenticate, api_key)
     if principal is None:
         raise invalid_key()
     session = task.get("connectionSessionUUID")

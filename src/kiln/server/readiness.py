@@ -1,7 +1,7 @@
 """What `GET /ready` reports: whether this Kiln can serve tasks now, and if not, what is missing.
 
 `/health` says the process is alive; `/ready` says it is worth routing requests to it: the
-database answers, the engine is built, and every model named to be preloaded is loaded.
+database answers now, the engine is built, and every model named to be preloaded is loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 class Readiness:
     """Starts the engine (and loads the preloaded models) in the background; reports progress.
 
-    `start` returns at once; `report` never blocks on the engine.
+    `start` returns at once; `report` never waits for the engine, and for the database no
+    longer than its timeouts (off the event loop).
     """
 
     def __init__(self, services: Services, preload: Sequence[str] = ()) -> None:
@@ -45,26 +46,28 @@ class Readiness:
             return
         for air in self._preload:
             try:
-                await executor.warm(self._services.catalog.get(air).spec)
+                entry = await asyncio.to_thread(self._services.catalog.get, air)
+                await executor.warm(entry.spec)
             except Exception as exc:  # noqa: BLE001
                 log.exception("preloading %s failed", air)
                 self._models[air] = f"failed: {getattr(exc, 'message', exc)}"
             else:
                 self._models[air] = "ok"
 
-    def report(self) -> tuple[bool, dict[str, object]]:
+    async def report(self) -> tuple[bool, dict[str, object]]:
         """(ready, the JSON body of `/ready`): each check is "ok" or says what is wrong."""
         engine = "ok" if self._services.executor.started else self._engine
-        checks: dict[str, object] = {"database": self._database(), "engine": engine}
+        database = await asyncio.to_thread(self._database)
+        checks: dict[str, object] = {"database": database, "engine": engine}
         if self._models:
             checks["models"] = dict(self._models)
-        statuses = [checks["database"], engine, *self._models.values()]
+        statuses = [database, engine, *self._models.values()]
         ready = all(status == "ok" for status in statuses)
         return ready, {"status": "ready" if ready else "unavailable", "checks": checks}
 
     def _database(self) -> str:
         try:
-            self._services.db.query("SELECT 1")
+            self._services.db.ping()
         except Exception as exc:  # noqa: BLE001 - any failure means not reachable
-            return f"unreachable: {exc}"
+            return f"unreachable: {getattr(exc, 'message', exc)}"
         return "ok"

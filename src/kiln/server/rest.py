@@ -7,6 +7,7 @@ first error (400, 401, 404, 409, 413, 429, 500...).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -77,7 +78,7 @@ async def handle_rest(request: Request, dispatcher: Dispatcher) -> JSONResponse:
         replies.append(reply)
 
     try:
-        principal = _bearer(request, keys)
+        principal = await _bearer(request, keys)
         body = _Body(request, dispatcher.services.settings.max_body_bytes)
         if principal is None:
             prefix = await body.read(UNAUTHENTICATED_BYTES)
@@ -85,10 +86,10 @@ async def handle_rest(request: Request, dispatcher: Dispatcher) -> JSONResponse:
                 first = first_task(prefix[:UNAUTHENTICATED_BYTES])
                 if peek_header(first).task_type != "authentication":
                     raise missing_key()
-                authenticate_task(keys, first)  # refused here, before the rest is read
+                await authenticate_task(keys, first)  # refused here, before the rest is read
         tasks = await parse_tasks(await body.read())
         if tasks and peek_header(tasks[0]).task_type == "authentication":
-            principal, item = authenticate_task(keys, tasks.pop(0))
+            principal, item = await authenticate_task(keys, tasks.pop(0))
             replies.append(Reply(data_message(item)))
         if principal is None:
             raise missing_key()
@@ -99,12 +100,14 @@ async def handle_rest(request: Request, dispatcher: Dispatcher) -> JSONResponse:
     return _respond(replies)
 
 
-def _bearer(request: Request, keys: KeyStore) -> Principal | None:
+async def _bearer(request: Request, keys: KeyStore) -> Principal | None:
     header = request.headers.get("authorization", "")
     if not header:
         return None
     scheme, _, token = header.partition(" ")
-    principal = keys.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+    principal = None
+    if scheme.lower() == "bearer":
+        principal = await asyncio.to_thread(keys.authenticate, token.strip())
     if principal is None:
         raise invalid_key()
     return principal

@@ -103,7 +103,7 @@ class WebSocketSession:
 
     async def _authenticate(self, task: dict[str, Any]) -> None:
         try:
-            self._principal, item = authenticate_task(self._dispatcher.services.keys, task)
+            self._principal, item = await authenticate_task(self._dispatcher.services.keys, task)
         except KilnError as error:
             await self.send(Reply.error(error, AUTH_HEADER))
             return

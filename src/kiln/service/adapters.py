@@ -17,6 +17,7 @@ from kiln.generation import (
     EmbeddingInput,
     GenerationRequest,
     LoraInput,
+    ModelSpec,
     RefinerInput,
     trigger_pattern,
 )
@@ -33,7 +34,7 @@ async def with_adapters(
 ) -> GenerationRequest:
     """`request` with the task's ControlNets (guide images decoded to RGB, charged to `budget`),
     LoRAs (weights scaled to sum 1), embeddings, VAE, refiner and prompt weighting. Raises typed
-    errors naming the entry at fault."""
+    errors naming the entry at fault. Catalog lookups run on worker threads."""
     if checkpoint.type == "refiner":
         raise InvalidRequestError(
             f"'{checkpoint.air}' is an SDXL refiner, which finishes another model's images: send an "
@@ -43,7 +44,8 @@ async def with_adapters(
     controlnets = []
     for index, item in enumerate(task.controlNet):
         parameter = f"controlNet[{index}]"
-        model = _adapter(services, item.model, f"{parameter}.model", "controlnet", checkpoint).spec
+        model = (await asyncio.to_thread(
+            _adapter, services, item.model, f"{parameter}.model", "controlnet", checkpoint)).spec
         start, end = control_window(item, index, request.steps)
         guide = await resolve_image_input(
             services, item.guideImage, parameter=f"{parameter}.guideImage", owner=owner, budget=budget
@@ -56,19 +58,29 @@ async def with_adapters(
             end=end,
             control_mode=item.controlMode,
         ))
-    loras = tuple(
-        LoraInput(_adapter(services, item.model, f"lora[{index}].model", "lora", checkpoint).spec, weight)
-        for index, (item, weight) in enumerate(zip(task.lora, lora_weights(tuple(task.lora)), strict=True))
-    )
+    loras, embeddings, vae, refiner = await asyncio.to_thread(
+        _catalog_inputs, services, task, checkpoint, request.steps)
     return replace(
         request,
         controlnets=tuple(controlnets),
         loras=loras,
-        embeddings=_embeddings(services, task, checkpoint),
-        vae=None if task.vae is None else _adapter(services, task.vae, "vae", "vae", checkpoint).spec,
-        refiner=_refiner(services, task, checkpoint, request.steps),
+        embeddings=embeddings,
+        vae=vae,
+        refiner=refiner,
         prompt_weighting=task.prompt_weighting,  # type: ignore[arg-type]
     )
+
+
+def _catalog_inputs(
+    services: Services, task: ImageInferenceTask, checkpoint: CatalogEntry, steps: int
+) -> tuple[tuple[LoraInput, ...], tuple[EmbeddingInput, ...], ModelSpec | None, RefinerInput | None]:
+    """The task's LoRAs, embeddings, VAE and refiner, looked up in the catalog (blocking)."""
+    loras = tuple(
+        LoraInput(_adapter(services, item.model, f"lora[{index}].model", "lora", checkpoint).spec, weight)
+        for index, (item, weight) in enumerate(zip(task.lora, lora_weights(tuple(task.lora)), strict=True))
+    )
+    vae = None if task.vae is None else _adapter(services, task.vae, "vae", "vae", checkpoint).spec
+    return loras, _embeddings(services, task, checkpoint), vae, _refiner(services, task, checkpoint, steps)
 
 
 def _embeddings(

@@ -28,7 +28,7 @@ import httpx
 from kiln.errors import DeliveryError, InvalidRequestError, KilnError, echoed
 from kiln.media.encoding import MIME_BY_EXTENSION
 from kiln.media.outbound import OutboundPolicy, check_url, send
-from kiln.media.store import StoredImage
+from kiln.media.store import ImageStore, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,12 @@ async def send_with_retries(
 
 
 async def upload_image(
-    stored: StoredImage, url: str, policy: OutboundPolicy, retry: RetryPolicy, *, secret: str
+    images: ImageStore, stored: StoredImage, url: str, policy: OutboundPolicy, retry: RetryPolicy,
+    *, secret: str,
 ) -> None:
-    """PUT the stored image's bytes to `url` with its Content-Type, signed with `secret`;
-    `uploadFailed` if it fails."""
-    data = await asyncio.to_thread(stored.path.read_bytes)
+    """PUT the bytes of `stored` (read from `images`) to `url` with its Content-Type, signed with
+    `secret`; `uploadFailed` if it fails."""
+    data = await asyncio.to_thread(images.read, stored)
     await send_with_retries(
         "PUT", url, data, MIME_BY_EXTENSION[stored.extension], policy, retry,
         secret=secret, parameter="uploadEndpoint", code="uploadFailed",

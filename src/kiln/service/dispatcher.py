@@ -149,6 +149,7 @@ class Dispatcher:
         self._latest_progress = ProgressBoard()
         self._get_response = GetResponseHandler(services.tasks, self._latest_progress)
         self.admission = Admission(
+            services.db, services.front.front_id,
             max_results_per_key=settings.max_results_in_flight_per_key,
             max_tasks=settings.max_queued_tasks,
         )
@@ -219,7 +220,7 @@ class Dispatcher:
                 )
             assert header.task_uuid is not None and header.task_type is not None
             if header.task_type == "getResponse":
-                reply = self._get_response(header.task_uuid, principal)
+                reply = await self._get_response(header.task_uuid, principal)
                 self.metrics.reply("getResponse")
                 await emit(Reply(reply))
                 log_task(header.task_uuid, "getResponse", principal.key_id, "success",
@@ -230,15 +231,17 @@ class Dispatcher:
                 raise KilnError(
                     "Kiln is shutting down and takes no new tasks; send this one to another "
                     "Kiln or again in a moment.", code="serverShuttingDown", status=503)
-            validate = getattr(handler, "validate", None)
-            parsed = validate(task) if validate is not None else None
+            validate = getattr(handler, "validate", None)  # may look up the catalog
+            parsed = await asyncio.to_thread(validate, task) if validate is not None else None
             options = await DeliveryOptions.read(task, self.services.delivery_policy)
             results = getattr(parsed, "numberResults", 1)
-            ticket = self.admission.admit(principal.key_id, results if isinstance(results, int) else 1)
+            ticket = await asyncio.to_thread(
+                self.admission.admit, principal.key_id, results if isinstance(results, int) else 1)
             try:
-                self.services.tasks.claim(principal.key_id, header.task_uuid, header.task_type)
+                await asyncio.to_thread(
+                    self.services.tasks.claim, principal.key_id, header.task_uuid, header.task_type)
             except BaseException:
-                ticket.release()
+                await asyncio.to_thread(ticket.release)
                 raise
         except Exception as exc:
             error = _kiln_error(exc, header.task_uuid)
@@ -278,7 +281,8 @@ class Dispatcher:
     async def _execute(self, handler: TaskHandler, task: Any, run: _Run, emit: Emit | None) -> None:
         """Run an admitted task to its end, recording every reply; `emit` is None for a
         background task. A cancelled task (Kiln shutting down) is recorded `taskCancelled`
-        when the database is still open; a killed one is answered as interrupted later."""
+        when the database is still open; a killed one is answered as interrupted later.
+        Every database call runs on a worker thread."""
         tasks = self.services.tasks
         finished = False
         outcome = "success"  # or the code of the task's first error
@@ -290,7 +294,7 @@ class Dispatcher:
             async for result in handler(task, run.principal, run.progress):
                 item = {"taskType": run.header.task_type, "taskUUID": run.task_uuid, **result}
                 upload_error = await self._upload(item, run)
-                tasks.add_item(run.owner, run.task_uuid, item)
+                await asyncio.to_thread(tasks.add_item, run.owner, run.task_uuid, item)
                 if upload_error is not None:
                     if outcome == "success":
                         outcome = upload_error.code
@@ -315,23 +319,24 @@ class Dispatcher:
                 code="taskCancelled",
             )
             outcome = cancelled.code
-            with contextlib.suppress(Exception):
-                tasks.add_error(run.owner, run.task_uuid, error_object(cancelled, run.header))
-                tasks.finish(run.owner, run.task_uuid)
+            await self._record(tasks.add_error, run, error_object(cancelled, run.header))
+            await self._record(tasks.finish, run)
             raise
         finally:
             if finished:
-                tasks.finish(run.owner, run.task_uuid)
+                await self._record(tasks.finish, run)
                 self.metrics.ran(run.header.task_type, time.monotonic() - started)
-            self.metrics.in_flight.dec()
-            self._running -= 1
-            if not self._running:
-                self._idle.set()
-            if run.progress is not None:
-                run.progress.close()
-            run.ticket.release()
-            log_task(run.task_uuid, run.header.task_type, run.owner, outcome,
-                     time.monotonic() - started)
+            try:
+                await asyncio.to_thread(run.ticket.release)  # before idle: a drain waits for it
+            finally:
+                self.metrics.in_flight.dec()
+                self._running -= 1
+                if not self._running:
+                    self._idle.set()
+                if run.progress is not None:
+                    run.progress.close()
+                log_task(run.task_uuid, run.header.task_type, run.owner, outcome,
+                         time.monotonic() - started)
 
     async def _upload(self, item: dict[str, Any], run: _Run) -> KilnError | None:
         """PUT the item's image (a generated image or a guide) to `uploadEndpoint`; the error if
@@ -341,12 +346,13 @@ class Dispatcher:
         field = next((name for name in UPLOADED_IMAGE_FIELDS if name in item), None)
         if url is None or field is None:
             return None
-        stored = self.services.images.get(item[field], owner=run.owner)
+        stored = await asyncio.to_thread(self.services.images.get, item[field], owner=run.owner)
         if stored is None:
             return None
         try:
-            await upload_image(stored, url, self.services.delivery_policy, self._retry,
-                               secret=self.services.keys.webhook_secret(run.owner))
+            secret = await asyncio.to_thread(self.services.keys.webhook_secret, run.owner)
+            await upload_image(self.services.images, stored, url, self.services.delivery_policy, self._retry,
+                               secret=secret)
         except KilnError as error:
             error.details[field] = item[field]
             return error
@@ -355,7 +361,7 @@ class Dispatcher:
     async def _fail(self, error: KilnError, run: _Run, emit: Emit | None) -> None:
         self.metrics.reply(run.header.task_type, error.code)
         wire = error_object(error, run.header)
-        self.services.tasks.add_error(run.owner, run.task_uuid, wire)
+        await self._record(self.services.tasks.add_error, run, wire)
         if emit is not None:
             await self._settle_progress(run)
             await emit(Reply(errors_message(wire), error.status))
@@ -367,10 +373,20 @@ class Dispatcher:
         if run.progress is not None:
             await run.progress.settle()
 
+    @staticmethod
+    async def _record(write: Callable[..., None], run: _Run, *args: Any) -> None:
+        """`write(owner, task_uuid, *args)`, a write of the task's record, on a worker thread.
+        A failure (the database gone) is logged, not raised: the client still gets its reply."""
+        try:
+            await asyncio.to_thread(write, run.owner, run.task_uuid, *args)
+        except Exception:  # noqa: BLE001
+            log.exception("the record of task %s was not updated", run.task_uuid)
+
     def _post(self, message: dict[str, Any], run: _Run) -> None:
         """POST `message` to the task's webhook in the background, never delaying the task."""
         if run.options.webhook_url is not None:
-            self.background.spawn(post_webhook(
-                run.options.webhook_url, message, self.services.delivery_policy, self._retry,
-                secret=self.services.keys.webhook_secret(run.owner),
-            ))
+            self.background.spawn(self._post_webhook(run.options.webhook_url, message, run.owner))
+
+    async def _post_webhook(self, url: str, message: dict[str, Any], owner: str) -> None:
+        secret = await asyncio.to_thread(self.services.keys.webhook_secret, owner)
+        await post_webhook(url, message, self.services.delivery_policy, self._retry, secret=secret)

@@ -9,6 +9,7 @@ asked for progress, its latest progress item: `step`, `steps`, `imageIndex`), an
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from kiln.errors import KilnError, NotFoundError
@@ -29,8 +30,8 @@ def unknown_task(task_uuid: str) -> NotFoundError:
 
 def interrupted(header: TaskHeader) -> dict[str, Any]:
     error = KilnError(
-        "Kiln stopped before this task finished, so it never will; send it again with a new "
-        "taskUUID.",
+        "The Kiln that ran this task stopped before it finished, so it never will; send it "
+        "again with a new taskUUID.",
         code="taskFailed",
     )
     return error_object(error, header)
@@ -44,9 +45,10 @@ class GetResponseHandler:
         self._tasks = tasks
         self._progress = progress
 
-    def __call__(self, task_uuid: str, principal: Principal) -> dict[str, Any]:
-        """The reply message for the task `task_uuid`, or `NotFoundError` (`taskNotFound`)."""
-        record = self._tasks.get(principal.key_id, task_uuid)
+    async def __call__(self, task_uuid: str, principal: Principal) -> dict[str, Any]:
+        """The reply message for the task `task_uuid`, or `NotFoundError` (`taskNotFound`).
+        The record (and the images it re-encodes) is read on a worker thread."""
+        record = await asyncio.to_thread(self._tasks.get, principal.key_id, task_uuid)
         if record is None:
             raise unknown_task(task_uuid)
         header = TaskHeader(record.task_type, task_uuid)

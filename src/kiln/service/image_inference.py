@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 
+from kiln.architectures import check_supported, fallback_defaults
 from kiln.errors import InvalidRequestError
 from kiln.generation import GenerationRequest
 from kiln.keys import Principal
@@ -17,16 +18,12 @@ from kiln.media.inputs import PixelBudget
 from kiln.models import CatalogEntry
 from kiln.progress import StepListener
 from kiln.protocol.image_inference import ImageInferenceTask, parse_image_inference
-from kiln.schedulers import DEFAULT_SCHEDULER
+from kiln.schedulers import DEFAULT_SCHEDULER, check_scheduler
 from kiln.service.adapters import with_adapters
 from kiln.service.editing import plan_edit
 from kiln.service.outputs import output_fields
 from kiln.service.pricing import image_cost
 from kiln.service.services import Services
-
-FALLBACK_SIZE = 512
-FALLBACK_STEPS = 20
-FALLBACK_CFG = 7.0
 
 
 def random_seed() -> int:
@@ -35,22 +32,41 @@ def random_seed() -> int:
 
 
 def build_generation_request(task: ImageInferenceTask, entry: CatalogEntry) -> GenerationRequest:
-    """Apply the model's catalog defaults, then the fallbacks, to what the task left out."""
-    defaults = entry.defaults
+    """Apply the model's catalog defaults, then its architecture's fallbacks
+    (`kiln.architectures.fallback_defaults`), to what the task left out."""
+    defaults, fallback = entry.defaults, fallback_defaults(entry.architecture)
     seed = task.seed if task.seed is not None else random_seed()
     scheduler = task.scheduler or defaults.scheduler
+    cfg = defaults.cfg if defaults.cfg is not None else fallback.cfg  # 0 is a default too (FLUX schnell)
     return GenerationRequest(
         model=entry.spec,
         positive_prompt=task.positivePrompt,
         negative_prompt=task.negativePrompt,
-        width=task.width or defaults.width or FALLBACK_SIZE,
-        height=task.height or defaults.height or FALLBACK_SIZE,
-        steps=task.steps or defaults.steps or FALLBACK_STEPS,
-        cfg_scale=task.CFGScale if task.CFGScale is not None else (defaults.cfg or FALLBACK_CFG),
+        width=task.width or defaults.width or fallback.size,
+        height=task.height or defaults.height or fallback.size,
+        steps=task.steps or defaults.steps or fallback.steps,
+        cfg_scale=task.CFGScale if task.CFGScale is not None else cfg,
         clip_skip=task.clipSkip,
         scheduler=None if scheduler in (None, DEFAULT_SCHEDULER) else scheduler,
         seeds=tuple(seed + i for i in range(task.numberResults)),
     )
+
+
+def check_architecture(task: ImageInferenceTask, entry: CatalogEntry) -> None:
+    """Refuse, before anything runs, what the checkpoint's architecture cannot honour: the
+    parameters of `kiln.architectures.refusals` (`unsupportedParameter`) and a scheduler of
+    another family (`kiln.schedulers.check_scheduler`)."""
+    mode = "text" if task.seedImage is None else "image" if task.maskImage is None and task.outpaint is None else "inpaint"
+    weighting = "promptWeighting" if task.promptWeighting is not None else (
+        "usePromptWeighting" if task.usePromptWeighting else None)
+    check_supported(
+        entry.architecture, negative_prompt=task.negativePrompt is not None, clip_skip=task.clipSkip,
+        prompt_weighting=weighting, embeddings=bool(task.embeddings), refiner=task.refiner is not None,
+        vae=task.vae is not None, control_modes=tuple(item.controlMode for item in task.controlNet),
+        mode=mode, inpainting_model=entry.architecture == "flux" and entry.type == "inpainting",
+    )
+    scheduler = task.scheduler or entry.defaults.scheduler
+    check_scheduler(None if scheduler == DEFAULT_SCHEDULER else scheduler, entry.architecture, mode)
 
 
 class ImageInferenceHandler:
@@ -66,7 +82,7 @@ class ImageInferenceHandler:
         self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         task = parse_image_inference(raw)
-        entry = self._services.catalog.get(task.model)
+        entry = await asyncio.to_thread(self._services.catalog.get, task.model)
         if entry.category != "checkpoint":
             raise InvalidRequestError(
                 f"'{task.model}' is a {entry.category}, not a checkpoint; pass it in the "
@@ -74,6 +90,7 @@ class ImageInferenceHandler:
                 code="invalidModel",
                 parameter="model",
             )
+        check_architecture(task, entry)
         budget = PixelBudget(self._services.settings.max_input_pixels_per_task)
         request = await with_adapters(
             self._services, task, entry, build_generation_request(task, entry), principal.key_id, budget

@@ -13,6 +13,7 @@ from kiln.media import OUTPUT_FORMATS, encode_image
 from kiln.media.inputs import ResolvedImage, resolve_image_input
 from kiln.progress import StepListener
 from kiln.protocol.image_upload import parse_image_upload
+from kiln.service.outputs import image_url
 from kiln.service.services import Services
 
 MAX_STORED_SIDE = 2048
@@ -37,13 +38,14 @@ class ImageUploadHandler:
             self._services, task.image, parameter="image", owner=principal.key_id
         )
         if resolved.image_uuid is not None:
-            stored = self._services.images.get(resolved.image_uuid, owner=principal.key_id)
+            stored = await asyncio.to_thread(
+                self._services.images.get, resolved.image_uuid, owner=principal.key_id)
         else:
             stored = await asyncio.to_thread(self._store, resolved, principal.key_id)
         assert stored is not None
         yield {
             "imageUUID": stored.image_uuid,
-            "imageURL": f"{self._services.settings.base_url}/media/{stored.image_uuid}.{stored.extension}",
+            "imageURL": image_url(stored, self._services.settings.base_url),
         }
 
     def _store(self, resolved: ResolvedImage, owner: str) -> Any:

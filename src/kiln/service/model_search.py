@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from kiln.architectures import fallback_defaults
 from kiln.keys import Principal
 from kiln.models import CatalogEntry
 from kiln.progress import StepListener
 from kiln.protocol.model_search import parse_model_search
 from kiln.schedulers import DEFAULT_SCHEDULER
-from kiln.service.image_inference import FALLBACK_CFG, FALLBACK_SIZE, FALLBACK_STEPS
 from kiln.service.services import Services
 
 DEFAULT_STRENGTH = 0.8  # PROTOCOL.md Part A
@@ -20,7 +21,7 @@ def describe(entry: CatalogEntry) -> dict[str, Any]:
     """One search result with every field of PROTOCOL.md 7.4.
 
     The defaults of a checkpoint are the ones `imageInference` really applies (the catalog's,
-    else the server's fallbacks). Operator-registered models are visible to every key, so
+    else its architecture's fallbacks: `kiln.architectures.fallback_defaults`). Operator-registered models are visible to every key, so
     `private` is always false.
     """
     result: dict[str, Any] = {
@@ -35,14 +36,14 @@ def describe(entry: CatalogEntry) -> dict[str, Any]:
         "comment": entry.comment,
     }
     if entry.category == "checkpoint":
-        defaults = entry.defaults
+        defaults, fallback = entry.defaults, fallback_defaults(entry.architecture)
         result.update(
             type=entry.type or "base",
-            defaultWidth=defaults.width or FALLBACK_SIZE,
-            defaultHeight=defaults.height or FALLBACK_SIZE,
-            defaultSteps=defaults.steps or FALLBACK_STEPS,
+            defaultWidth=defaults.width or fallback.size,
+            defaultHeight=defaults.height or fallback.size,
+            defaultSteps=defaults.steps or fallback.steps,
             defaultScheduler=defaults.scheduler or DEFAULT_SCHEDULER,
-            defaultCFG=defaults.cfg if defaults.cfg is not None else FALLBACK_CFG,
+            defaultCFG=defaults.cfg if defaults.cfg is not None else fallback.cfg,
         )
         if entry.type == "inpainting":
             result["defaultStrength"] = DEFAULT_STRENGTH
@@ -69,7 +70,8 @@ class ModelSearchHandler:
         if task.visibility == "private":
             matches: list[CatalogEntry] = []  # no key owns a private model on this server
         else:
-            matches = self._services.catalog.search(
+            matches = await asyncio.to_thread(
+                self._services.catalog.search,
                 task.search,
                 tags=task.tags,
                 category=task.category,

@@ -85,7 +85,7 @@ class PreprocessHandler:
     async def __call__(
         self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        task = self.validate(raw)
+        task = await asyncio.to_thread(self.validate, raw)  # may look up the catalog
         owner = principal.key_id
         resolved = await resolve_image_input(self._services, task.inputImage, parameter="inputImage", owner=owner)
         image = await asyncio.to_thread(_fitted, resolved.image, task.width, task.height)
@@ -99,7 +99,8 @@ class PreprocessHandler:
         if kind in BUILT_IN:
             thresholds = CannyThresholds(task.lowThresholdCanny, task.highThresholdCanny)
             return await asyncio.to_thread(run_preprocessor, kind, image, thresholds)
-        path = self._annotator(kind).path  # looked up again: it may have been removed since validation
+        # looked up again: it may have been removed since validation
+        path = (await asyncio.to_thread(self._annotator, kind)).path
         from kiln.engine.annotators import AnnotatorOptions  # imports torch: first use only
 
         options = AnnotatorOptions(hands_and_face=task.includeHandsAndFaceOpenPose)

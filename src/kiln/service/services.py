@@ -1,16 +1,17 @@
-"""The long-lived services a running Kiln shares: database, keys, catalog, images, executor,
-retention."""
+"""The long-lived services a running Kiln shares: database, its front, keys, catalog, images,
+executor, retention."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kiln.executor import InProcessExecutor, default_engine_factory
+from kiln.executor import Executor, open_executor
 from kiln.keys import KeyStore
-from kiln.media import ImageStore
+from kiln.media import ImageStore, open_blobs
 from kiln.media.outbound import OutboundPolicy
 from kiln.models import Catalog
 from kiln.safety import NSFWChecker
+from kiln.service.front import Front
 from kiln.service.retention import Retention
 from kiln.service.task_registry import TaskRegistry
 from kiln.settings import Settings
@@ -21,32 +22,35 @@ from kiln.storage import Database
 class Services:
     settings: Settings
     db: Database
+    front: Front
     keys: KeyStore
     catalog: Catalog
     images: ImageStore
     tasks: TaskRegistry
-    executor: InProcessExecutor
+    executor: Executor
     nsfw: NSFWChecker
     retention: Retention
 
     @classmethod
-    def open(cls, settings: Settings, executor: InProcessExecutor | None = None) -> Services:
-        """Open the data directory of `settings` (created if missing) and start its retention."""
-        db = Database(settings.database_path)
-        images = ImageStore(db, settings.media_dir)
-        tasks = TaskRegistry(db, images, settings.task_ttl_s)
+    def open(cls, settings: Settings, executor: Executor | None = None) -> Services:
+        """Open the data directory and the database of `settings` (created if missing),
+        register as a front of the database and start the retention."""
+        db = Database.open(settings)
+        front = Front(db)
+        front.start()
+        images = ImageStore(db, open_blobs(settings))
+        tasks = TaskRegistry(db, images, settings.task_ttl_s, front.front_id)
         retention = Retention(images, tasks, settings.media_ttl_s)
         retention.start()
         return cls(
             settings=settings,
             db=db,
+            front=front,
             keys=KeyStore(db, settings.api_keys),
             catalog=Catalog(db),
             images=images,
             tasks=tasks,
-            executor=executor or InProcessExecutor(
-                default_engine_factory(settings), max_batch=settings.max_batch,
-                batch_window_s=settings.batch_window_ms / 1000),
+            executor=executor or open_executor(settings),
             nsfw=NSFWChecker(settings.nsfw_classes, settings.nsfw_threshold),
             retention=retention,
         )
@@ -67,5 +71,6 @@ class Services:
 
     def close(self) -> None:
         self.retention.stop()
+        self.front.close()
         self.executor.close()
         self.db.close()

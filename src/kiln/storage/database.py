@@ -1,127 +1,188 @@
-"""One SQLite database per data directory, safe to use from the event loop and worker threads.
+"""The database handle: one SQLAlchemy engine on the data directory's SQLite file (the default)
+or on PostgreSQL (`KILN_DATABASE_URL=postgresql://...`), opened at the latest schema version.
 
-Statements are short; a single connection guarded by a lock serialises them. WAL mode lets the
-CLI read while a server writes.
+Every wait is bounded: connecting (`connect_timeout_s`), a statement and a lock
+(`statement_timeout_s`), a connection from the pool, and SQLite's write lock (busy timeout).
+A database that does not answer raises `ServiceUnavailableError` (`serviceUnavailable`, 503),
+never hangs; connections are checked before use (`pool_pre_ping`), so the first call after
+the database returns succeeds. Calls block: async code runs them on worker threads.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
+import logging
+import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id     TEXT PRIMARY KEY,   -- sha256 of the key; the key itself is never stored
-    name       TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS models (
-    air          TEXT PRIMARY KEY,
-    name         TEXT NOT NULL,
-    version      TEXT NOT NULL,
-    category     TEXT NOT NULL,
-    type         TEXT,
-    architecture TEXT NOT NULL,
-    path         TEXT NOT NULL,
-    config_path  TEXT,
-    tags         TEXT NOT NULL,    -- JSON list
-    conditioning TEXT,
-    comment      TEXT NOT NULL,
-    defaults     TEXT NOT NULL,    -- JSON object: width, height, steps, cfg, scheduler
-    created_at   REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS images (
-    image_uuid TEXT PRIMARY KEY,
-    owner      TEXT NOT NULL,
-    format     TEXT NOT NULL,      -- file extension: png, jpg, webp
-    width      INTEGER NOT NULL,
-    height     INTEGER NOT NULL,
-    origin     TEXT NOT NULL,      -- generated | uploaded
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    owner       TEXT NOT NULL,
-    task_uuid   TEXT NOT NULL,
-    task_type   TEXT NOT NULL,
-    created_at  REAL NOT NULL,
-    run_id      TEXT,              -- the server run that executes it (see TaskRegistry)
-    finished_at REAL,              -- NULL while processing
-    PRIMARY KEY (owner, task_uuid)
-);
-CREATE TABLE IF NOT EXISTS task_replies (   -- every result item and error of a task, in order
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    owner     TEXT NOT NULL,
-    task_uuid TEXT NOT NULL,
-    kind      TEXT NOT NULL,       -- data | error
-    body      TEXT NOT NULL        -- the JSON item as sent
-);
-CREATE INDEX IF NOT EXISTS task_replies_task ON task_replies (owner, task_uuid);
-CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (finished_at);
-CREATE INDEX IF NOT EXISTS images_created ON images (created_at);
-CREATE TABLE IF NOT EXISTS webhook_secrets (   -- signs the key's webhooks and uploads
-    key_id     TEXT PRIMARY KEY,
-    secret     TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS key_usage (
-    key_id TEXT PRIMARY KEY,
-    images INTEGER NOT NULL,
-    cost   REAL NOT NULL
-);
-"""
+from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, exc, make_url, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from kiln.errors import ServiceUnavailableError
+from kiln.settings import Settings
+from kiln.storage.migrations import migrate
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+STATEMENT_TIMEOUT_S = 15.0
+SQLITE_BUSY_TIMEOUT_S = 5.0  # how long a write waits for another process's write to end
+POOL_SIZE = 8
+_WRITE = "kiln_write"  # execution option: the transaction writes (SQLite: BEGIN IMMEDIATE)
+
+
+def database_url(target: str | Path) -> URL:
+    """The SQLAlchemy URL of `target`: a Path is an SQLite file; a string is a URL,
+    `postgresql://` (psycopg 3) or `sqlite:///`. Raises ValueError for any other."""
+    if isinstance(target, Path):
+        return URL.create("sqlite", database=str(target))
+    expected = "KILN_DATABASE_URL must be postgresql://USER:PASSWORD@HOST/DATABASE or sqlite:///PATH"
+    try:
+        url = make_url(target)
+    except exc.ArgumentError:
+        raise ValueError(f"{expected}; this one is not a URL") from None
+    if url.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+        return url.set(drivername="postgresql+psycopg")
+    if url.drivername == "sqlite" and url.database not in (None, "", ":memory:"):
+        return url
+    raise ValueError(f"{expected}, not {url.render_as_string(hide_password=True)!r}")
 
 
 class Database:
-    """A thread-safe handle on `path`; creates the schema on open."""
+    """A thread-safe handle on one database, migrated to the latest schema when opened.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.row_factory = sqlite3.Row
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            # WAL + NORMAL: no fsync per commit (each cost ~10 ms here), still never corrupt;
-            # a power cut may lose the last commits, not the database.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._add_missing_columns()
-            self._conn.executescript(_SCHEMA)
+    `read()` and `write()` lend a connection for a few statements; a `write()` commits them
+    together or not at all.
+    """
 
-    def _add_missing_columns(self) -> None:
-        """Bring a data directory made by an older Kiln up to the current `tasks` table."""
-        existing = {row[1] for row in self._conn.execute("PRAGMA table_info(tasks)")}
-        if existing:
-            for column in ("run_id TEXT", "finished_at REAL"):
-                if column.split()[0] not in existing:
-                    self._conn.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
+    def __init__(
+        self,
+        target: str | Path,
+        *,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+    ) -> None:
+        """Open `target` (see `database_url`; an SQLite file and its folder are created when
+        missing) and apply the migrations it lacks. Raises `ServiceUnavailableError` when the
+        database does not answer within `connect_timeout_s`."""
+        url = database_url(target)
+        self.dialect = "postgresql" if url.drivername.startswith("postgresql") else "sqlite"
+        self.description = url.render_as_string(hide_password=True)
+        self._closed = False
+        if self.dialect == "postgresql":
+            self.engine = _postgresql_engine(url, connect_timeout_s, statement_timeout_s)
+        else:
+            Path(url.database or "").parent.mkdir(parents=True, exist_ok=True)
+            self.engine = _sqlite_engine(url, min(statement_timeout_s, SQLITE_BUSY_TIMEOUT_S))
+        try:
+            with self.write() as conn:
+                migrate(conn)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one statement; return the number of rows it changed."""
-        with self._lock:
-            return self._conn.execute(sql, params).rowcount
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+    @classmethod
+    def open(cls, settings: Settings) -> Database:
+        """The database of `settings`: `database_url`, or the SQLite file in the data dir."""
+        return cls(settings.database_url or settings.database_path)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Hold the lock for several statements that must commit together."""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+    def read(self) -> Iterator[Connection]:
+        """A connection for statements that only read."""
+        with _unavailable_as_typed_error(), self._connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed when the block ends without an error.
+
+        On SQLite the transaction takes the write lock at once (BEGIN IMMEDIATE), so
+        read-then-write blocks are serialised across processes.
+        """
+        with _unavailable_as_typed_error(), self._connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    def insert(self, table: Table) -> Any:
+        """An INSERT into `table` with this dialect's `on_conflict_do_nothing` and
+        `on_conflict_do_update`."""
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+
+    def ping(self) -> None:
+        """Raise `ServiceUnavailableError` unless the database answers now."""
+        with self.read() as conn:
+            conn.execute(select(1))
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        """Close every pooled connection; `read` and `write` raise `ServiceUnavailableError`
+        afterwards."""
+        self._closed = True
+        self.engine.dispose()
+
+    def _connect(self) -> Connection:
+        if self._closed:
+            raise ServiceUnavailableError("Kiln's database is closed: Kiln is shutting down.")
+        return self.engine.connect()
+
+
+@contextmanager
+def _unavailable_as_typed_error() -> Iterator[None]:
+    """Connection failures, timeouts and locks held too long as `ServiceUnavailableError`."""
+    try:
+        yield
+    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
+        log.warning("database unavailable: %s", str(error).splitlines()[0])
+        raise ServiceUnavailableError(
+            "Kiln's database does not answer; retry in a moment.") from error
+
+
+def _postgresql_engine(url: URL, connect_timeout_s: float, statement_timeout_s: float) -> Engine:
+    timeout_ms = int(statement_timeout_s * 1000)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_SIZE,
+        pool_timeout=connect_timeout_s + statement_timeout_s,
+        pool_recycle=1800,
+        connect_args={
+            "connect_timeout": max(2, math.ceil(connect_timeout_s)),  # libpq: whole seconds, >= 2
+            "options": f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
+                       f" -c idle_in_transaction_session_timeout={4 * timeout_ms}",
+            # a peer gone without a word (a cut network) is noticed within seconds, not hours
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": timeout_ms,
+            "application_name": "kiln",
+        },
+    )
+
+
+def _sqlite_engine(url: URL, busy_timeout_s: float) -> Engine:
+    engine = create_engine(
+        url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_timeout=busy_timeout_s,
+        connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # BEGIN is ours (below), not the driver's
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        # WAL + NORMAL: no fsync per commit (each cost ~10 ms here), still never corrupt;
+        # a power cut may lose the last commits, not the database.
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(
+            "BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+    return engine

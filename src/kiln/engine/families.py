@@ -1,0 +1,166 @@
+"""What differs between model families in the engine, behind one interface: SD 1.x / SDXL
+(UNet pipelines) and FLUX / SD3 (flow-matching transformers, `kiln.engine.flow_pipelines`).
+
+A family says which pipeline class serves a request, builds its prompt embeddings and call
+arguments, loads and combines its ControlNets, checks what its pipelines cannot honour, and
+estimates the activation memory of a call. The engine runs every family the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from diffusers import DiffusionPipeline
+
+from kiln.architectures import FLOW_ARCHITECTURES
+from kiln.errors import InferenceError, InvalidRequestError
+from kiln.generation import GenerationRequest, ModelSpec
+
+from . import flow_pipelines as flow
+from .controlnets import ModedMultiControlNet, control_call_kwargs, load_controlnet
+from .devices import activation_bytes
+from .embeddings import expand_triggers
+from .modes import check_pipeline_mode, mode_call_kwargs
+from .pipeline_classes import pipeline_class
+from .prompts import PromptKwargs, encode_prompts
+
+Tokens = dict[str, tuple[str, ...]]
+"""The tokens of a request's textual-inversion embeddings, by trigger word."""
+
+
+class Family(Protocol):
+    def view_class(self, cached: DiffusionPipeline, request: GenerationRequest) -> type[DiffusionPipeline]:
+        """The pipeline class that runs `request` on the resident pipeline `cached`."""
+
+    def check(self, cached: DiffusionPipeline, request: GenerationRequest) -> None:
+        """Raise a KilnError naming the parameter for what `cached` cannot run."""
+
+    def call_kwargs(self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens) -> dict[str, Any]:
+        """The arguments of `request`'s pipeline call alone (without the generator)."""
+
+    def controlnet(self, nets: list[torch.nn.Module], request: GenerationRequest) -> torch.nn.Module:
+        """The pipeline's `controlnet` component for `nets`."""
+
+    def load_controlnet(self, model: ModelSpec, device: str, dtype: torch.dtype) -> torch.nn.Module:
+        """A ControlNet of this family (ModelLoadError naming `controlNet`)."""
+
+    def activation_bytes(
+        self, pipe: DiffusionPipeline | None, request: GenerationRequest, element_bytes: int
+    ) -> tuple[int, int]:
+        """(bytes per image, bytes per call) of a call's activations; `pipe` the resident
+        pipeline, or None before it is loaded."""
+
+
+def family(architecture: str) -> Family:
+    """The family of models of `architecture`."""
+    return FLOW if architecture in FLOW_ARCHITECTURES else SD
+
+
+class StableDiffusionFamily:
+    """SD 1.x and SDXL: prompt embeddings with clip skip, weighting and embeddings computed by
+    Kiln (`kiln.engine.prompts`), ControlNets with control modes, refiners."""
+
+    _UNET_CHANNELS = 320  # first-block widths of SD 1.5's and SDXL's UNets and VAEs
+    _VAE_CHANNELS = 128
+
+    def view_class(self, cached: DiffusionPipeline, request: GenerationRequest) -> type[DiffusionPipeline]:
+        return pipeline_class(request.model.architecture, request.mode, bool(request.controlnets))
+
+    def check(self, cached: DiffusionPipeline, request: GenerationRequest) -> None:
+        check_pipeline_mode(cached, request)
+
+    def prompts(self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens) -> PromptKwargs:
+        """The prompt embeddings of `request` in `pipe` (a base model's or a refiner's), its
+        trigger words replaced by the tokens of its embeddings."""
+        weighting = request.prompt_weighting
+        negative = request.negative_prompt
+        try:
+            return encode_prompts(
+                pipe,
+                request.model.architecture,
+                expand_triggers(request.positive_prompt, tokens, weighting),
+                None if negative is None else expand_triggers(negative, tokens, weighting),
+                request.clip_skip,
+                guidance=request.cfg_scale > 1,  # diffusers' own condition for classifier-free guidance
+                weighting=weighting,
+            )
+        except InvalidRequestError:
+            raise
+        except Exception as exc:
+            raise inference_error(exc) from exc
+
+    def call_kwargs(self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens) -> dict[str, Any]:
+        return control_call_kwargs(request, mode_call_kwargs(request, {
+            **self.prompts(pipe, request, tokens), **_common_kwargs(request)}))
+
+    def controlnet(self, nets: list[torch.nn.Module], request: GenerationRequest) -> torch.nn.Module:
+        modes = [control.control_mode for control in request.controlnets]
+        return ModedMultiControlNet(nets, modes, guidance=request.cfg_scale > 1)  # type: ignore[arg-type]
+
+    def load_controlnet(self, model: ModelSpec, device: str, dtype: torch.dtype) -> torch.nn.Module:
+        return load_controlnet(model, device, dtype)
+
+    def activation_bytes(
+        self, pipe: DiffusionPipeline | None, request: GenerationRequest, element_bytes: int
+    ) -> tuple[int, int]:
+        unet, vae = self._UNET_CHANNELS, self._VAE_CHANNELS
+        if pipe is not None:
+            unet, vae = pipe.unet.config.block_out_channels[0], pipe.vae.config.block_out_channels[0]
+        return activation_bytes(
+            width=request.width, height=request.height, unet_channels=unet, vae_channels=vae,
+            element_bytes=element_bytes, guidance=request.cfg_scale > 1, controlnets=len(request.controlnets),
+        )
+
+
+class FlowFamily:
+    """FLUX and SD3 (`kiln.engine.flow_pipelines`): their pipelines encode the prompts; no
+    weighting, embeddings, refiners or control modes (refused by `check`)."""
+
+    def view_class(self, cached: DiffusionPipeline, request: GenerationRequest) -> type[DiffusionPipeline]:
+        return flow.flow_pipeline_class(cached, request)
+
+    def check(self, cached: DiffusionPipeline, request: GenerationRequest) -> None:
+        flow.check_flow_request(cached, request)
+
+    def call_kwargs(self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens) -> dict[str, Any]:
+        try:
+            prompts = flow.flow_prompt_kwargs(pipe, request)
+        except Exception as exc:
+            raise inference_error(exc) from exc
+        return flow.flow_control_kwargs(request, mode_call_kwargs(request, {**prompts, **_common_kwargs(request)}))
+
+    def controlnet(self, nets: list[torch.nn.Module], request: GenerationRequest) -> torch.nn.Module:
+        return flow.flow_controlnet(nets, request)
+
+    def load_controlnet(self, model: ModelSpec, device: str, dtype: torch.dtype) -> torch.nn.Module:
+        return flow.load_flow_controlnet(model, device, dtype)
+
+    def activation_bytes(
+        self, pipe: DiffusionPipeline | None, request: GenerationRequest, element_bytes: int
+    ) -> tuple[int, int]:
+        return flow.flow_activation_bytes(pipe, request, element_bytes)
+
+
+SD = StableDiffusionFamily()
+FLOW = FlowFamily()
+
+
+def _common_kwargs(request: GenerationRequest) -> dict[str, Any]:
+    return {
+        "width": request.width,
+        "height": request.height,
+        "num_inference_steps": request.steps,
+        "guidance_scale": request.cfg_scale,
+        "output_type": "pil",
+    }
+
+
+def inference_error(exc: Exception) -> InferenceError:
+    """`exc`, raised by a library while generating, as the InferenceError a client gets."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        error = InferenceError("out of device memory while generating; try a smaller image")
+    else:
+        error = InferenceError(f"generation failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
