@@ -123,8 +123,13 @@ def concurrent(kilns: list[Kiln], air: str, args: argparse.Namespace) -> float:
         tasks = [task(air, 2000 + i, args.cluster_size, args.cluster_steps)
                  for i in range(args.clients)]  # new taskUUIDs each round
         spread = [tasks[i::len(kilns)] for i in range(len(kilns))]
+        failures: list[BaseException] = []
+
         def run(kiln: Kiln, share: list) -> None:
-            kiln.concurrent(share)
+            try:
+                kiln.concurrent(share)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, on the main thread
+                failures.append(exc)
 
         started = time.perf_counter()
         threads = [threading.Thread(target=run, args=(k, s)) for k, s in zip(kilns, spread, strict=True)]
@@ -132,6 +137,8 @@ def concurrent(kilns: list[Kiln], air: str, args: argparse.Namespace) -> float:
             thread.start()
         for thread in threads:
             thread.join()
+        if failures:
+            raise failures[0]
         return args.clients / (time.perf_counter() - started)
 
     round_()  # warm
@@ -161,7 +168,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--cluster-size", type=int, default=128)
+    parser.add_argument("--cluster-size", type=int, default=128, help="at least 128 (the protocol's minimum)")
     parser.add_argument("--cluster-steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="CPUs of the whole setup")
     parser.add_argument("--models-dir", type=Path, default=Path("build/bench-models"))
