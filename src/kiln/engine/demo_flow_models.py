@@ -11,7 +11,6 @@ SentencePiece-style Unigram model over characters and a few whole words, built w
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,13 @@ from transformers import (
     T5TokenizerFast,
 )
 
-from .demo_models import clear_name_or_path, tiny_text_config, tiny_tokenizer, tiny_vae
+from .demo_models import (
+    blank_name_or_path,
+    clear_name_or_path,
+    tiny_text_config,
+    tiny_tokenizer,
+    tiny_vae,
+)
 
 _SEED = 0
 _T5_TOKENS = 128  # the tiny tokenizer's window (FLUX reads 512 tokens, SD3 256: min of both)
@@ -199,10 +204,7 @@ def _save_controlnet(net: torch.nn.Module, zero_initialised: tuple[str, ...], ou
                 parameter.normal_(std=0.3)
     out_dir = Path(out_dir)
     net.save_pretrained(out_dir, safe_serialization=True)
-    config_file = out_dir / "config.json"
-    config = json.loads(config_file.read_text("utf-8"))
-    config["_name_or_path"] = ""  # would record the build folder
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+    blank_name_or_path(out_dir / "config.json")
     return out_dir
 
 

@@ -222,6 +222,13 @@ def _save(
     return out_dir
 
 
+def blank_name_or_path(config_file: Path) -> None:
+    """Set `_name_or_path` of one saved config to "": it would record the build folder."""
+    config = json.loads(config_file.read_text("utf-8"))
+    config["_name_or_path"] = ""
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+
+
 def clear_name_or_path(folder: Path) -> None:
     """Blank `_name_or_path` in saved configs: it would record the temporary build folder."""
     for config_file in folder.glob("*/config.json"):
@@ -302,10 +309,7 @@ def _controlnet(unet: UNet2DConditionModel, out_dir: Path) -> Path:
                 parameter.normal_(std=0.25)
     out_dir = Path(out_dir)
     controlnet.save_pretrained(out_dir, safe_serialization=True)
-    config_file = out_dir / "config.json"
-    config = json.loads(config_file.read_text("utf-8"))
-    config["_name_or_path"] = ""  # would record the build folder
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+    blank_name_or_path(out_dir / "config.json")
     return out_dir
 
 
