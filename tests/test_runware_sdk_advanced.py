@@ -1,4 +1,5 @@
-"""The official `runware` Python SDK: ControlNet with a local guide file, LoRA, modelSearch."""
+"""The official `runware` Python SDK: ControlNet with a local guide file, LoRA, IP-Adapters,
+modelSearch."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import io
 
 import numpy as np
 from PIL import Image, ImageDraw
-from runware import IControlNetCanny, IControlNetGeneral, ILora, IModelSearch
+from runware import IControlNetCanny, IControlNetGeneral, IIpAdapter, ILora, IModelSearch
 
 from kiln.storage import ImageIndex
 from tests.conftest import SD
@@ -49,6 +50,28 @@ def test_controlnet_with_a_local_guide_file_and_a_lora(ws_url, services, tmp_pat
     assert decoded(controlled).shape == (128, 128, 3)
     assert np.abs(decoded(controlled) - decoded(plain)).mean() > 0.5
     assert np.abs(decoded(canny) - decoded(controlled)).mean() > 0.5
+
+
+def test_ip_adapters_with_local_guide_files(ws_url, tmp_path):
+    guides = []
+    for name, colour in (("red.png", "red"), ("blue.png", "blue")):
+        image = Image.new("RGB", (96, 96), "white")
+        ImageDraw.Draw(image).ellipse([16, 16, 80, 80], fill=colour)
+        image.save(tmp_path / name)
+        guides.append(str(tmp_path / name))
+
+    async def body(rw):
+        plain = await rw.imageInference(requestImage=request(numberResults=1))
+        red = await rw.imageInference(requestImage=request(
+            numberResults=1, ipAdapters=[IIpAdapter(model="kiln:tiny-ipadapter@1", guideImage=guides[0], weight=1.0)]))
+        both = await rw.imageInference(requestImage=request(
+            numberResults=1, ipAdapters=[IIpAdapter(model="kiln:tiny-ipadapter@1", guideImages=guides)]))
+        return plain[0], red[0], both[0]
+
+    plain, red, both = run(_with_client(ws_url, body))
+    assert decoded(red).shape == (128, 128, 3)
+    assert np.abs(decoded(red) - decoded(plain)).mean() > 0.5
+    assert np.abs(decoded(both) - decoded(red)).mean() > 0.5
 
 
 def test_model_search(ws_url):

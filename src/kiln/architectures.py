@@ -67,6 +67,7 @@ _FLOW_REFUSALS = {
     "embeddings": "textual-inversion embeddings exist for SD 1.x and SDXL text encoders only",
     "refiner": "refiners finish SDXL models only",
     "vae": "a replacement VAE is served for SD 1.x and SDXL models only",
+    "ipAdapters": "IP-Adapters are served for SD 1.x and SDXL models only",
 }
 _REFUSALS: dict[str, dict[str, str]] = {
     "flux": {
@@ -88,6 +89,7 @@ def refusals(
     embeddings: bool = False,
     refiner: bool = False,
     vae: bool = False,
+    ip_adapters: bool = False,
     control_modes: tuple[str, ...] = (),
     mode: str = "text",
     inpainting_model: bool = False,
@@ -105,6 +107,7 @@ def refusals(
         "embeddings": embeddings,
         "refiner": refiner,
         "vae": vae,
+        "ipAdapters": ip_adapters,
     }
     found = [(name, reason) for name, reason in table.items() if given.get(name)]
     if architecture in FLOW_ARCHITECTURES:

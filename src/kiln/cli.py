@@ -218,6 +218,15 @@ def cmd_models_add(args: argparse.Namespace) -> int:
             scheduler=args.default_scheduler or entry.defaults.scheduler,
         ),
     )
+    if (entry.category == "ipadapter") != bool(args.image_encoder):
+        raise ValueError(f"{path.name} is an IP-Adapter: name the folder of its CLIP image encoder with --image-encoder"
+                         if entry.category == "ipadapter" else "--image-encoder is for IP-Adapters only")
+    if entry.category == "ipadapter":
+        from kiln.models.checkpoints import read_header
+        from kiln.models.ip_adapters import check_image_encoder
+
+        check_image_encoder(read_header(path).shapes, Path(args.image_encoder))
+        entry = replace(entry, config_path=args.image_encoder)
     if entry.category == "checkpoint" and not args.no_load_check:
         problem = _load_problem(entry)
         if problem:
@@ -387,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="manage the model catalog").add_subparsers(dest="models", required=True)
     models.add_parser("init", help="build and register the demo models").set_defaults(func=cmd_models_init)
     add = models.add_parser(
-        "add", help="register a local checkpoint, LoRA, ControlNet, VAE, embeddings or annotator; "
+        "add", help="register a local checkpoint, LoRA, ControlNet, VAE, embeddings, IP-Adapter or annotator; "
         "what it is is read from its tensors (flags override)")
     add.add_argument("path", help="a single-file .safetensors (or a .pt embedding), or a diffusers "
                      "folder (annotators: the folder or file `kiln.preprocess.ANNOTATED` names)")
@@ -397,11 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the base model family (default: detected; SD 2.x is sd1x; annotators "
                      "serve both: either value works)")
     add.add_argument("--category", choices=["checkpoint", "lora", "lycoris", "controlnet", "vae",
-                                            "embeddings", "annotator"],
+                                            "embeddings", "ipadapter", "annotator"],
                      help="default: detected from the file")
     add.add_argument("--type", help="base, inpainting or refiner (checkpoints; default: detected)")
     add.add_argument("--config", help="diffusers config folder for a single-file checkpoint "
                      "(default: one Kiln writes from the checkpoint's shapes)")
+    add.add_argument("--image-encoder", metavar="FOLDER",
+                     help="for an IP-Adapter: the folder of the CLIP image encoder it was trained with "
+                     "(a transformers CLIPVisionModelWithProjection, e.g. IP-Adapter's models/image_encoder)")
     add.add_argument("--base", metavar="AIR",
                      help="for a FLUX transformer file (ComfyUI's diffusion_models/ download): the "
                      "registered FLUX diffusers folder whose text encoders, tokenizers and VAE it runs with")

@@ -65,6 +65,18 @@ class EmbeddingInput:
 
 
 @dataclass(frozen=True)
+class IpAdapterInput:
+    """One IP-Adapter of a request: an image prompt. `model.path` holds the adapter's weights and
+    `model.config_path` the folder of the CLIP image encoder it was trained with; the encoder's
+    embeddings of `guide_images` (one or more, their tokens side by side) steer the
+    cross-attention with scale `weight` (0: no effect)."""
+
+    model: ModelSpec
+    guide_images: tuple[Any, ...]  # PIL.Image.Image (RGB), already decoded
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class RefinerInput:
     """An SDXL refiner that takes over the denoising at `start` (a fraction, 0-1) of the steps:
     the base model denoises up to it and hands its latents over (ensemble of experts)."""
@@ -85,7 +97,8 @@ class GenerationRequest:
     `scheduler` is a Runware scheduler name (see `kiln.schedulers`) or None for the model's own.
     `clip_skip` counts CLIP layers skipped from the end (0 = last layer). `vae` replaces the
     model's VAE (of the same architecture); `embeddings` add textual-inversion tokens to the
-    prompts; `refiner` finishes the denoising with an SDXL refiner.
+    prompts; `refiner` finishes the denoising with an SDXL refiner; `ip_adapters` add image
+    prompts (SD 1.x and SDXL).
     """
 
     model: ModelSpec
@@ -108,3 +121,4 @@ class GenerationRequest:
     vae: ModelSpec | None = None
     embeddings: tuple[EmbeddingInput, ...] = ()
     refiner: RefinerInput | None = None
+    ip_adapters: tuple[IpAdapterInput, ...] = ()

@@ -122,6 +122,36 @@ def test_a_lone_request_waits_the_window_and_no_longer(make_executor, engine):
     assert engine.batch_sizes == [1]
 
 
+def test_a_burst_that_arrives_a_little_apart_meets_in_one_batch(make_executor, engine):
+    executor = make_executor(batch_window_s=0.2)
+
+    async def staggered(gap_s: float, count: int) -> list[list[int]]:
+        async def client(s: int) -> list[int]:
+            await asyncio.sleep(s * gap_s)
+            return await seeds_of(executor, request((s,)), f"key-{s}")
+        return await asyncio.gather(*(client(s) for s in range(count)))
+
+    # 5 requests 0.1 s apart: 0.4 s from first to last, more than one window, each within one
+    assert asyncio.run(staggered(0.1, 5)) == [[s] for s in range(5)]
+    assert engine.batch_sizes == [5]
+
+
+def test_a_steady_trickle_is_cut_after_the_gathering_limit(make_executor, engine):
+    executor = make_executor(batch_window_s=0.05, max_batch=100)  # gathers for 0.5 s at most
+
+    async def trickle() -> float:
+        start = time.monotonic()
+        clients = []
+        for s in range(40):  # one every 0.03 s for 1.2 s: never a window's silence
+            clients.append(asyncio.create_task(seeds_of(executor, request((s,)), f"key-{s}")))
+            await asyncio.sleep(0.03)
+        await asyncio.gather(*clients)
+        return engine.intervals[0][0] - start
+
+    assert 0.45 <= asyncio.run(trickle()) < 0.9
+    assert len(engine.batch_sizes) >= 2 and sum(engine.batch_sizes) == 40
+
+
 def test_a_full_batch_goes_at_once(make_executor, engine):
     executor = make_executor(max_batch=4, batch_window_s=30)
     start = time.monotonic()

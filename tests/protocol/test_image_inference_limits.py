@@ -76,7 +76,7 @@ def test_range_errors_carry_min_max_and_type(client):
 
 @pytest.mark.parametrize(
     "parameter",
-    ["ipAdapters", "lycoris"],  # controlNet, lora, embeddings, vae, refiner: tests/service
+    ["referenceImages", "lycoris"],  # controlNet, lora, embeddings, ipAdapters, vae, refiner: tests/service
 )
 def test_unimplemented_parameters_are_refused_not_ignored(client, parameter):
     value = [{"model": "civitai:1@1"}]

@@ -27,6 +27,7 @@ from .devices import (
 from .embeddings import TextualInversions
 from .families import SD, Tokens, family, inference_error
 from .grouping import Unit, batched_kwargs, call_key, setup_key
+from .ip_adapters import IpAdapters
 from .loras import LoraAdapters
 from .modes import check_mode_inputs, check_request, unchanged_images
 from .pipelines import load_pipeline, load_refiner, load_vae
@@ -56,8 +57,8 @@ class Engine:
     flow-matching transformer pipelines (`kiln.engine.flow_pipelines`); each family picks the
     pipeline class of a request, its prompt embeddings and ControlNets, and what it refuses.
 
-    Models (pipelines, refiners, VAEs, ControlNets, LoRAs, embeddings, annotators) share one
-    residency
+    Models (pipelines, refiners, VAEs, ControlNets, LoRAs, embeddings, IP-Adapters and their
+    image encoders, annotators) share one residency
     (`kiln.engine.residency`) of `memory_budget` bytes (None: a share of the device's memory),
     least recently used evicted first; each pipeline keeps at most `max_loras_per_model` LoRAs.
 
@@ -90,6 +91,7 @@ class Engine:
         )
         self._loras = LoraAdapters(self._residency, max_loras_per_model)
         self._embeddings = TextualInversions(self._residency)
+        self._ip_adapters = IpAdapters(self._residency, self._options.device, self._options.dtype)
         self._pipeline_calls = 0
 
     @property
@@ -156,8 +158,8 @@ class Engine:
 
         Every request has exactly one seed (ValueError otherwise). Requests that can share a
         pipeline call (the same model, mode, size, steps, scheduler, CFG, clip skip, strength,
-        LoRAs, ControlNet settings, VAE, embeddings and refiner, and prompt embeddings of the
-        same shape) run in one (with a refiner, one base call and one refiner call),
+        LoRAs, ControlNet settings, VAE, embeddings, refiner and IP-Adapters with their weights,
+        and prompt and image embeddings of the same shape) run in one (with a refiner, one base call and one refiner call),
         each image with its own generator seeded with its seed: its initial noise is what it
         would be alone, and it equals the request run alone within a few grey levels (the
         UNet's arithmetic differs slightly with the batch size). The same batch on the same
@@ -265,6 +267,7 @@ class Engine:
             # before the prompts are encoded: a LoRA may adapt the text encoder too
             self._loras.activate(lease, cached, _pipeline_key(first.model), first.loras)
             tokens = self._embeddings.activate(lease, cached, _pipeline_key(first.model), first.embeddings)
+            self._ip_adapters.activate(lease, cached, _pipeline_key(first.model), first.ip_adapters)
             pipe = self._view(lease, cached, first)
             refiner = self._refiner_view(lease, first) if first.refiner is not None else None
         except KilnError as error:
@@ -275,7 +278,8 @@ class Engine:
         for index in runnable:
             request = requests[index]
             try:
-                kwargs = family(request.model.architecture).call_kwargs(pipe, request, tokens)
+                kwargs = {**family(request.model.architecture).call_kwargs(pipe, request, tokens),
+                          **self._ip_adapters.call_kwargs(lease, pipe, request)}
                 stage = None
                 if refiner is not None:
                     refiner_pipe, refiner_tokens = refiner

@@ -77,6 +77,7 @@ def check_flow_request(pipe: DiffusionPipeline, request: GenerationRequest) -> N
         architecture, negative_prompt=request.negative_prompt is not None, clip_skip=request.clip_skip,
         prompt_weighting="promptWeighting" if request.prompt_weighting else None,
         embeddings=bool(request.embeddings), refiner=request.refiner is not None, vae=request.vae is not None,
+        ip_adapters=bool(request.ip_adapters),
         control_modes=tuple(control.control_mode for control in request.controlnets), mode=request.mode,
         inpainting_model=fill,
     )

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 PER_IMAGE_INPUTS = frozenset({
     "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds",
-    "image", "mask_image", "control_image",
+    "image", "mask_image", "control_image", "ip_adapter_image_embeds",
 })
 """Pipeline arguments that differ per image of a call; every other argument is shared."""
 
@@ -47,6 +47,7 @@ def setup_key(request: GenerationRequest) -> Hashable:
         request.vae,
         request.embeddings,
         request.refiner,
+        tuple((adapter.model, adapter.weight) for adapter in request.ip_adapters),  # loaded and scaled
     )
 
 
@@ -58,18 +59,27 @@ def call_key(kwargs: dict[str, Any], refine: dict[str, Any] | None = None) -> Ha
         for name, value in kwargs.items() if name not in PER_IMAGE_INPUTS
     ))
     shapes = tuple(
-        (name, None if value is None else tuple(value.shape))
-        for name, value in sorted(kwargs.items())
-        if isinstance(value, torch.Tensor) or (value is None and name in PER_IMAGE_INPUTS)
+        (name, _shapes(value)) for name, value in sorted(kwargs.items())
+        if name in PER_IMAGE_INPUTS or isinstance(value, torch.Tensor)
     )
     return shared, shapes, None if refine is None else call_key(refine)
 
 
+def _shapes(value: Any) -> Hashable:
+    """The shape of a tensor, of each tensor of a list (IP-Adapter embeddings), else None."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, list) and all(isinstance(item, torch.Tensor) for item in value):
+        return tuple(tuple(item.shape) for item in value)
+    return None
+
+
 def batched_kwargs(pipe: DiffusionPipeline, units: list[Unit]) -> dict[str, Any]:
     """The arguments of one call for `units`: embeddings concatenated, seed and mask images as
-    lists, and each ControlNet's guides as one tensor of the batch, preprocessed as the
-    pipeline would preprocess each guide (not every ControlNet pipeline takes nested lists; a
-    pipeline of one ControlNet takes the guides as a list)."""
+    lists, each ControlNet's guides as one tensor of the batch, preprocessed as the pipeline
+    would preprocess each guide (not every ControlNet pipeline takes nested lists; a pipeline of
+    one ControlNet takes the guides as a list), and each IP-Adapter's image embeddings as the
+    pipeline splits them: every unconditional half first, then every conditional one."""
     if len(units) == 1:
         return units[0].kwargs
     kwargs = dict(units[0].kwargs)
@@ -79,7 +89,13 @@ def batched_kwargs(pipe: DiffusionPipeline, units: list[Unit]) -> dict[str, Any]
         if name not in PER_IMAGE_INPUTS or value is None:
             continue
         values = [unit.kwargs[name] for unit in units]
-        if isinstance(value, torch.Tensor):
+        if name == "ip_adapter_image_embeds":
+            halves = 2 if kwargs["guidance_scale"] > 1 else 1
+            kwargs[name] = [
+                torch.cat([embeds.chunk(halves)[part] for part in range(halves) for embeds in per_adapter])
+                for per_adapter in zip(*values, strict=True)
+            ]
+        elif isinstance(value, torch.Tensor):
             kwargs[name] = torch.cat(values)
         elif isinstance(value, list):  # [per net] guide images
             kwargs[name] = [

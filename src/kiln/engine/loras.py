@@ -73,7 +73,7 @@ class LoraAdapters:
             pipe.set_adapters(list(weights), list(weights.values()))
 
     def _make_room(self, pipe_key: Hashable, keep: set[Hashable]) -> None:
-        loaded = self._residency.children(pipe_key)
+        loaded = [key for key in self._residency.children(pipe_key) if key[0] == "lora"]  # type: ignore[index]
         for old in [key for key in loaded if key not in keep][: max(0, len(loaded) + 1 - self._per_model)]:
             self._residency.evict(old)
 

@@ -31,8 +31,9 @@ def batch_key(request: GenerationRequest) -> Hashable:
 
     Model, mode, size, steps, scheduler, CFG, clip skip, prompt weighting, strength (image and
     inpaint modes only), the LoRAs with their weights and the ControlNets with their settings,
-    in order, the VAE, the embeddings and the refiner. Prompts, seeds and input images (init,
-    mask, ControlNet guides) may differ.
+    in order, the VAE, the embeddings, the refiner and the IP-Adapters with their weights and
+    number of guide images. Prompts, seeds and input images (init, mask, ControlNet and
+    IP-Adapter guides) may differ.
     """
     parts: list[tuple[str, object]] = []
     for spec in fields(request):
@@ -43,6 +44,8 @@ def batch_key(request: GenerationRequest) -> Hashable:
             value = None  # text-to-image ignores it
         elif spec.name == "controlnets":
             value = tuple(replace(controlnet, guide_image=None) for controlnet in value)
+        elif spec.name == "ip_adapters":
+            value = tuple((adapter.model, len(adapter.guide_images), adapter.weight) for adapter in value)
         parts.append((spec.name, value))
     return tuple(parts)
 
@@ -109,6 +112,11 @@ class UnitQueue(Generic[U]):
     def oldest_arrival(self) -> float | None:
         """When the unit that has waited longest arrived; None when the queue is empty."""
         return min((units[0].arrived_s for units in self._pending.values()), default=None)
+
+    def newest_arrival(self, key: Hashable) -> float | None:
+        """When the pending unit of `key` that came last arrived; None when there is none."""
+        return max((unit.arrived_s for units in self._pending.values() for unit in units if unit.key == key),
+                   default=None)
 
     def leader(self) -> U | None:
         """The unit whose key the next batch takes: the oldest unit of the owner whose turn it is."""

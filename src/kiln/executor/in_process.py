@@ -3,9 +3,12 @@
 Guarantees:
 - Everything that touches the engine (building it, model loads, batches of images, the device
   work given to `run`) runs on one worker thread, one thing at a time; never on an event loop.
-- Images of concurrent requests are batched. A request of N seeds becomes N one-seed units;
-  units wait for others for at most `batch_window_s` after the oldest pending unit arrived (a
-  full batch goes at once; while the worker is busy, units simply accumulate), and units that
+- Images of concurrent requests are batched. A request of N seeds becomes N one-seed units.
+  A batch gathers until `batch_window_s` has passed since the last unit of its key arrived, and
+  never longer than `GATHER_WINDOWS` windows after the oldest pending unit arrived: a lone unit
+  waits one window, a burst whose requests reach the queue a little apart (each one decoded,
+  authenticated and admitted first) still meets in one batch. A full batch goes at once; while
+  the worker is busy, units simply accumulate. Units that
   share a `batch_key` run in one `generate_batch` call of at most
   min(`max_batch`, `engine.max_batch(...)`) images. Turns rotate over owners
   (`kiln.executor.batching`), so one owner's long request cannot hold back another's.
@@ -38,6 +41,9 @@ from kiln.generation import GenerationRequest, ModelSpec
 from kiln.progress import StepListener, StepProgress
 
 log = logging.getLogger(__name__)
+
+GATHER_WINDOWS = 10
+"""The longest a batch gathers, in batching windows after its oldest unit arrived."""
 
 T = TypeVar("T")
 
@@ -214,7 +220,9 @@ class InProcessExecutor:
                 else:
                     leader = self._units.leader()
                     assert leader is not None
-                    wait_s = oldest_s + self._window_s - time.monotonic()
+                    newest_s = self._units.newest_arrival(leader.key) or oldest_s
+                    due_s = min(newest_s + self._window_s, oldest_s + GATHER_WINDOWS * self._window_s)
+                    wait_s = due_s - time.monotonic()
                     # full by our own limit; a lower engine limit costs at most the window
                     if wait_s <= 0 or self._units.count(leader.key) >= self._max_batch:
                         return leader

@@ -19,9 +19,10 @@ from kiln.models.air import parse_air
 from kiln.preprocess import ANNOTATED
 from kiln.storage import CatalogRepository, Database
 
-CATEGORIES = ("checkpoint", "lora", "lycoris", "controlnet", "vae", "embeddings", "annotator")
+CATEGORIES = ("checkpoint", "lora", "lycoris", "controlnet", "vae", "embeddings", "ipadapter", "annotator")
 """`annotator`: a preprocessor's model (e.g. depth estimation); its `conditioning` names the
-preprocessor it serves."""
+preprocessor it serves. `ipadapter`: an IP-Adapter's weights, with the folder of its CLIP image
+encoder as `config_path`."""
 ARCHITECTURES = ("sd1x", "sdxl", "flux", "sd3")
 
 
@@ -82,6 +83,9 @@ class Catalog:
             )
         if not Path(entry.path).exists():
             raise FileNotFoundError(entry.path)
+        if entry.category == "ipadapter" and not (entry.config_path and Path(entry.config_path).is_dir()):
+            raise ValueError("an IP-Adapter needs the folder of its CLIP image encoder as config_path "
+                             "(`kiln models add PATH --image-encoder FOLDER`)")
         self._rows.put({
             "air": air, "name": entry.name, "version": entry.version, "category": entry.category,
             "type": entry.type, "architecture": entry.architecture,

@@ -14,10 +14,11 @@ import json
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kiln.models.clip_tokenizer import VOCAB_SIZE
+from kiln.models.ip_adapters import ip_adapter_kind
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -60,7 +61,7 @@ class ModelKind:
     where the file does not tell it. `notes` are assumptions the operator may want to override.
     """
 
-    category: str  # checkpoint, lora, lycoris, controlnet, vae, embeddings
+    category: str  # checkpoint, lora, lycoris, controlnet, vae, embeddings, ipadapter
     family: str | None  # sd1, sd2, sdxl, flux, sd3
     description: str
     type: str | None = None  # checkpoints: base, inpainting or refiner
@@ -128,7 +129,7 @@ def classify(header: TensorHeader, name: str = "") -> ModelKind:
     shapes = header.shapes
     if not shapes:
         raise UnrecognisedModelError(f"{name or 'the file'} holds no tensors")
-    for detector in (_flux_transformer, _checkpoint, _lora, _controlnet, _vae, _embeddings):
+    for detector in (_flux_transformer, _checkpoint, _lora, _controlnet, _vae, _embeddings, _ip_adapter):
         kind = detector(header, name)
         if kind is not None:
             return kind
@@ -227,7 +228,6 @@ def describe_unknown(shapes: Mapping[str, tuple[int, ...]]) -> str:
         (("double_blocks.",), "a Flux model (double_blocks.* tensors)"),
         (("joint_blocks.",), "an SD3 model (joint_blocks.* tensors)"),
         (("motion_modules.",), "an AnimateDiff motion module (motion_modules.* tensors)"),
-        (("image_proj.", "ip_adapter."), "an IP-Adapter (image_proj.* tensors)"),
         (("lora_controlnet",), "a Control-LoRA (lora_controlnet tensor)"),
         (("adapter.body.", "body.0.resnets."), "a T2I-Adapter (body.* tensors)"),
         (("encoder.block.0.layer.",), "a T5 text encoder (encoder.block.* tensors)"),
@@ -451,6 +451,21 @@ def _embeddings(header: TensorHeader, name: str) -> ModelKind | None:
     if family is None:
         return None
     return ModelKind("embeddings", family, f"{FAMILY_NAMES[family]} textual-inversion embeddings")
+
+
+def _ip_adapter(header: TensorHeader, name: str) -> ModelKind | None:
+    try:
+        found = ip_adapter_kind(header.shapes)
+    except ValueError as exc:
+        raise UnrecognisedModelError(f"{name}: {exc}") from None
+    if found is None:
+        return None
+    family, variant = found
+    what = f"{FAMILY_NAMES[family]} " if family else ""
+    kind = ModelKind("ipadapter", family, f"an {what}IP-Adapter{'' if variant == 'plain' else ' ' + variant}")
+    if family is None:
+        return replace(kind, notes=("its text width is not SD 1.x's, SD 2.x's or SDXL's: say which with --architecture",))
+    return kind
 
 
 def _pickled_embedding_header(path: Path) -> TensorHeader:

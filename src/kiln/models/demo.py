@@ -2,8 +2,8 @@
 
 `kiln:shapes@1` and `kiln:shapes-inpaint@1` were trained by `make demo-model` (see kiln.demo) and
 ship as fp16 folders in this package: they draw coloured shapes as asked. The `tiny-*` models are
-random weights built here on first use (by `kiln.engine.demo_models` and, for FLUX and SD3,
-`kiln.engine.demo_flow_models`): they draw noise and exist so that every architecture's code
+random weights built here on first use (by `kiln.engine.demo_models`, and for FLUX and SD3
+`kiln.engine.demo_flow_models`, for IP-Adapters `kiln.engine.demo_ip_adapters`): they draw noise and exist so that every architecture's code
 path runs.
 """
 
@@ -31,7 +31,8 @@ class DemoModel:
     type: str | None = "base"  # the catalog's model type, e.g. "inpainting"
     category: str = "checkpoint"
     conditioning: str | None = None  # ControlNets: what their guide images show
-    file: str | None = None  # registered file inside the folder (single-file LoRAs)
+    file: str | None = None  # registered file inside the folder (single-file LoRAs, IP-Adapters)
+    encoder: str | None = None  # IP-Adapters: their image encoder's folder inside the folder
 
 
 DEMO_MODELS = (
@@ -97,15 +98,29 @@ DEMO_MODELS = (
         "Random-weight LoRA (kohya format) for kiln:tiny-sd@1.",
         ModelDefaults(), type=None, category="lora", file="lora.safetensors",
     ),
+    DemoModel(
+        "kiln:tiny-ipadapter@1", "tiny-ipadapter", "sd1x", "build_tiny_ip_adapter",
+        "Random-weight IP-Adapter, with its tiny CLIP image encoder, for kiln:tiny-sd@1.",
+        ModelDefaults(), type=None, category="ipadapter", file="ip-adapter.safetensors", encoder="image_encoder",
+    ),
+    DemoModel(
+        "kiln:tiny-ipadapter-sdxl@1", "tiny-ipadapter-sdxl", "sdxl", "build_tiny_ip_adapter_sdxl",
+        "Random-weight IP-Adapter, with its tiny CLIP image encoder, for kiln:tiny-sdxl@1.",
+        ModelDefaults(), type=None, category="ipadapter", file="ip-adapter.safetensors", encoder="image_encoder",
+    ),
 )
 
 
 def init_demo_models(catalog: Catalog, models_dir: Path, log: Callable[[str], None] = print) -> list[CatalogEntry]:
     """Register every demo model: the trained ones where they ship, the random-weight ones built
     into `models_dir` (if missing or outdated). Idempotent."""
-    from kiln.engine import demo_flow_models, demo_models  # imports torch: only the CLI and tests
+    from kiln.engine import (  # imports torch: only the CLI and tests
+        demo_flow_models,
+        demo_ip_adapters,
+        demo_models,
+    )
 
-    builders = {**vars(demo_models), **vars(demo_flow_models)}
+    builders = {**vars(demo_models), **vars(demo_flow_models), **vars(demo_ip_adapters)}
     entries = []
     for demo in DEMO_MODELS:
         if demo.builder is None:
@@ -126,6 +141,7 @@ def init_demo_models(catalog: Catalog, models_dir: Path, log: Callable[[str], No
             air=demo.air, name=demo.folder, version=demo.air.rsplit("@", 1)[1],
             category=demo.category, type=demo.type, architecture=demo.architecture,
             path=str(folder / demo.file if demo.file else folder),
+            config_path=str(folder / demo.encoder) if demo.encoder else None,
             tags=tags, comment=demo.comment,
             conditioning=demo.conditioning, defaults=demo.defaults,
         )))

@@ -1,5 +1,5 @@
-"""The adapter parameters of `imageInference`: `controlNet[]`, `lora[]`, `embeddings[]`, `vae`,
-`refiner` and prompt weighting.
+"""The adapter parameters of `imageInference`: `controlNet[]`, `lora[]`, `embeddings[]`,
+`ipAdapters[]`, `vae`, `refiner` and prompt weighting.
 
 Limits follow PROTOCOL.md Part A. The SDKs send every dataclass field of a ControlNet, unset
 ones as null, plus keys of their own (`preprocessor`, `lowThresholdCanny`, ...): nulls count as
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from kiln.errors import InvalidRequestError, echoed
+from kiln.errors import InvalidRequestError, UnsupportedError, echoed
 from kiln.protocol.validation import Limit, WireModel
 
 CONTROL_MODES = ("balanced", "prompt", "controlnet")
@@ -24,6 +24,13 @@ MAX_LORAS = 8
 set never evicts itself."""
 MAX_EMBEDDINGS = 8
 """Entries of `embeddings[]` (A1111 users rarely combine more than a few)."""
+MAX_IP_ADAPTERS = 4
+"""Entries of `ipAdapters[]`: each adds an image encoder pass and attention to every
+cross-attention layer."""
+MAX_IP_ADAPTER_GUIDES = 4
+"""Guide images of one IP-Adapter (`guideImages`); their image tokens stand side by side."""
+IP_ADAPTER_OPTIONS = ("combineMethod", "weightType", "embedScaling", "weightComposition")
+"""The Python SDK's finer IP-Adapter controls, which Kiln does not implement: refused when set."""
 DEFAULT_REFINER_START = 80
 """Percentage of the steps after which the refiner takes over when `refiner` gives no start
 (AUTOMATIC1111's "Switch at 0.8", and diffusers' ensemble-of-experts example)."""
@@ -46,6 +53,11 @@ ADAPTER_LIMITS: dict[str, Limit] = {
     "embeddings": Limit("array", max=MAX_EMBEDDINGS),
     "embeddings[].model": Limit("string"),
     "embeddings[].weight": Limit("float", -4, 4),
+    "ipAdapters": Limit("array", max=MAX_IP_ADAPTERS),
+    "ipAdapters[].model": Limit("string"),
+    "ipAdapters[].guideImage": Limit("string"),
+    "ipAdapters[].guideImages": Limit("array", max=MAX_IP_ADAPTER_GUIDES),
+    "ipAdapters[].weight": Limit("float", 0, 1),
     "vae": Limit("string"),
     "refiner.model": Limit("string"),
     "refiner.startStep": Limit("integer", 2, 100),
@@ -86,6 +98,41 @@ class EmbeddingItem(WireModel):
 
     model: str
     weight: Annotated[float, Field(ge=-4, le=4)] = 1.0
+
+
+class IpAdapterItem(WireModel):
+    """One entry of `ipAdapters[]`: an IP-Adapter, its guide image (or `guideImages`, as the
+    Python SDK may send) and its weight."""
+
+    model: str
+    guideImage: str | None = None
+    guideImages: Annotated[list[str], Field(min_length=1, max_length=MAX_IP_ADAPTER_GUIDES)] | None = None
+    weight: Annotated[float, Field(ge=0, le=1)] = 1.0
+    combineMethod: Any = None
+    weightType: Any = None
+    embedScaling: Any = None
+    weightComposition: Any = None
+
+    def guides(self, index: int) -> tuple[str, ...]:
+        """The guide images, in order. Raises for neither or both of `guideImage` and
+        `guideImages`, and `unsupportedParameter` for an option of `IP_ADAPTER_OPTIONS`."""
+        where = f"ipAdapters[{index}]"
+        for option in IP_ADAPTER_OPTIONS:
+            if getattr(self, option) is not None:
+                raise UnsupportedError(
+                    f"'{where}.{option}' is not supported by this server: the guide images' tokens "
+                    "are combined side by side at the entry's 'weight'; leave it out.",
+                    code="unsupportedParameter", parameter=f"{where}.{option}",
+                )
+        if (self.guideImage is None) == (self.guideImages is None):
+            raise InvalidRequestError(
+                f"'{where}' needs its image prompt: send 'guideImage' (an image UUID, data URI, base64 "
+                "data or URL) or 'guideImages' (a list of them), not "
+                + ("both." if self.guideImage is not None else "neither."),
+                code="missingIpAdapters" if self.guideImage is None else "invalidIpAdapters",
+                parameter=f"{where}.guideImage",
+            )
+        return (self.guideImage,) if self.guideImage is not None else tuple(self.guideImages or ())
 
 
 class RefinerItem(WireModel):

@@ -11,6 +11,7 @@ from kiln.protocol.adapters import (
     ADAPTER_LIMITS,
     ControlNetItem,
     EmbeddingItem,
+    IpAdapterItem,
     LoraItem,
     RefinerItem,
     prompt_weighting,
@@ -60,7 +61,6 @@ LIMITS: dict[str, Limit] = {
 UNSUPPORTED: dict[str, str] = {
     "referenceImages": "reference images are not available on this server.",
     "lycoris": "LyCORIS adapters are not available on this server.",
-    "ipAdapters": "IP-Adapters are not available on this server.",
     "acceleratorOptions": "accelerator caches are not available on this server.",
     "advancedFeatures": "advanced features are not available on this server.",
     "puLID": "PuLID is not available on this server.",
@@ -133,6 +133,7 @@ class ImageInferenceTask(WireModel):
     controlNet: list[ControlNetItem] = []
     lora: list[LoraItem] = []
     embeddings: list[EmbeddingItem] = []
+    ipAdapters: list[IpAdapterItem] = []
     vae: str | None = None
     refiner: RefinerItem | None = None
     promptWeighting: str | None = None
@@ -223,6 +224,8 @@ def parse_image_inference(task: dict[str, Any]) -> ImageInferenceTask:
             max=MAX_SEED - parsed.numberResults + 1,
         )
     _check_modes(parsed)
+    for index, item in enumerate(parsed.ipAdapters):
+        item.guides(index)
     if parsed.progressPreviews and not parsed.progress:
         raise InvalidRequestError(
             "'progressPreviews' adds previews to the progress items of 'progress': send "

@@ -1,5 +1,5 @@
-"""The adapters of an `imageInference` task: ControlNets, LoRAs, embeddings, a VAE, a refiner
-and prompt weighting.
+"""The adapters of an `imageInference` task: ControlNets, LoRAs, embeddings, IP-Adapters, a VAE,
+a refiner and prompt weighting.
 
 Each adapter model is looked up in the catalog and must match the checkpoint: its category
 (a ControlNet in `controlNet[]`, a LoRA in `lora[]`, a VAE in `vae`, ...) and its architecture.
@@ -16,6 +16,7 @@ from kiln.generation import (
     ControlNetInput,
     EmbeddingInput,
     GenerationRequest,
+    IpAdapterInput,
     LoraInput,
     ModelSpec,
     RefinerInput,
@@ -32,9 +33,10 @@ async def with_adapters(
     services: Services, task: ImageInferenceTask, checkpoint: CatalogEntry,
     request: GenerationRequest, owner: str, budget: PixelBudget | None = None,
 ) -> GenerationRequest:
-    """`request` with the task's ControlNets (guide images decoded to RGB, charged to `budget`),
-    LoRAs (weights scaled to sum 1), embeddings, VAE, refiner and prompt weighting. Raises typed
-    errors naming the entry at fault. Catalog lookups run on worker threads."""
+    """`request` with the task's ControlNets and IP-Adapters (guide images decoded to RGB,
+    charged to `budget`), LoRAs (weights scaled to sum 1), embeddings, VAE, refiner and prompt
+    weighting. Raises typed errors naming the entry at fault. Catalog lookups run on worker
+    threads."""
     if checkpoint.type == "refiner":
         raise InvalidRequestError(
             f"'{checkpoint.air}' is an SDXL refiner, which finishes another model's images: send an "
@@ -58,6 +60,17 @@ async def with_adapters(
             end=end,
             control_mode=item.controlMode,
         ))
+    ip_adapters = []
+    for index, ip_item in enumerate(task.ipAdapters):
+        parameter = f"ipAdapters[{index}]"
+        model = (await asyncio.to_thread(
+            _adapter, services, ip_item.model, f"{parameter}.model", "ipadapter", checkpoint)).spec
+        guides = []
+        for number, source in enumerate(ip_item.guides(index)):
+            name = f"{parameter}.guideImage" if ip_item.guideImage is not None else f"{parameter}.guideImages[{number}]"
+            guide = await resolve_image_input(services, source, parameter=name, owner=owner, budget=budget)
+            guides.append(await asyncio.to_thread(guide.image.convert, "RGB"))
+        ip_adapters.append(IpAdapterInput(model=model, guide_images=tuple(guides), weight=ip_item.weight))
     loras, embeddings, vae, refiner = await asyncio.to_thread(
         _catalog_inputs, services, task, checkpoint, request.steps)
     return replace(
@@ -67,6 +80,7 @@ async def with_adapters(
         embeddings=embeddings,
         vae=vae,
         refiner=refiner,
+        ip_adapters=tuple(ip_adapters),
         prompt_weighting=task.prompt_weighting,  # type: ignore[arg-type]
     )
 
@@ -145,15 +159,19 @@ def _adapter(
     code = f"invalid{top[0].upper()}{top[1:]}"
     if entry.category != category:
         raise InvalidRequestError(
-            f"'{parameter}' is '{air}', a {entry.category}; it must be a {category} "
+            f"'{parameter}' is '{air}', {_a(entry.category)}; it must be {_a(category)} "
             f"(`modelSearch` with category '{category}' lists them).",
             code=code, parameter=parameter,
         )
     if entry.architecture != checkpoint.architecture:
         raise InvalidRequestError(
-            f"'{parameter}' is '{air}', a {category} for {entry.architecture} models, but the "
-            f"checkpoint '{checkpoint.air}' is {checkpoint.architecture}; use a {category} made "
+            f"'{parameter}' is '{air}', {_a(category)} for {entry.architecture} models, but the "
+            f"checkpoint '{checkpoint.air}' is {checkpoint.architecture}; use {_a(category)} made "
             f"for {checkpoint.architecture}.",
             code=code, parameter=parameter,
         )
     return entry
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
