@@ -4,6 +4,7 @@ when the server is back."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,42 @@ def test_a_write_commits_all_of_its_statements_or_none(db):
     with db.write() as conn:
         conn.execute(api_keys.insert().values(key_id="third", name="x", created_at=1.0))
     assert [key.key_id for key in KeyRepository(db).all()] == ["third"]
+
+
+def test_sqlite_writers_of_one_process_take_turns_and_wait_a_bounded_time(tmp_path):
+    db = Database(tmp_path / "kiln.sqlite3", statement_timeout_s=0.3)
+
+    def add(n: int) -> None:
+        for i in range(10):  # read, then write what was read: serialised or keys go missing
+            with db.write() as conn:
+                count = conn.execute(select(func.count()).select_from(api_keys)).scalar()
+                conn.execute(api_keys.insert().values(key_id=f"k{count}", name=f"{n}-{i}", created_at=1.0))
+
+    writers = [threading.Thread(target=add, args=(n,)) for n in range(8)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert len(KeyRepository(db).all()) == 80
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.write():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailableError, match="busy"), db.write():
+        pass
+    waited = time.monotonic() - started
+    release.set()
+    holder.join()
+    assert 0.25 <= waited < 3
+    db.close()
 
 
 def test_a_closed_handle_is_a_typed_error(db):
