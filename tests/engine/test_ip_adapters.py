@@ -15,6 +15,7 @@ from kiln.engine.demo_ip_adapters import (
     ENCODER_FOLDER,
     WEIGHTS_FILE,
     build_tiny_ip_adapter,
+    build_tiny_ip_adapter_plus,
     build_tiny_ip_adapter_sdxl,
 )
 from kiln.errors import ModelLoadError
@@ -32,8 +33,11 @@ def adapters(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModelSpec]:
     def spec(air: str, architecture: str, folder: Path) -> ModelSpec:
         return ModelSpec(air, architecture, str(folder / WEIGHTS_FILE), config_path=str(folder / ENCODER_FOLDER))
 
-    sd, sdxl = build_tiny_ip_adapter(root / "sd"), build_tiny_ip_adapter_sdxl(root / "sdxl")
-    return {"sd": spec("test:ip@1", "sd1x", sd), "sdxl": spec("test:ip-xl@1", "sdxl", sdxl)}
+    return {
+        "sd": spec("test:ip@1", "sd1x", build_tiny_ip_adapter(root / "sd")),
+        "plus": spec("test:ip-plus@1", "sd1x", build_tiny_ip_adapter_plus(root / "plus")),
+        "sdxl": spec("test:ip-xl@1", "sdxl", build_tiny_ip_adapter_sdxl(root / "sdxl")),
+    }
 
 
 def guide(shape: str = "square", colour: str = "red") -> Image.Image:
@@ -110,6 +114,24 @@ def test_requests_with_their_own_guides_share_one_call_and_match_their_solo_imag
     calls = engine.pipeline_calls
     assert all(isinstance(image, Image.Image) for image in engine.generate_batch(mixed))
     assert engine.pipeline_calls == calls + 3
+
+
+def test_a_plus_adapter_reads_the_hidden_states_and_batches_too(tiny: TinyModels, adapters):
+    engine = Engine(device="cpu")
+    bare = make_request(tiny.sd)
+    plain = run(engine, bare)
+    red, blue = (run(engine, with_ip(bare, adapters["plus"], guide("square", colour))) for colour in ("red", "blue"))
+    assert differs(red, plain) and differs(red, blue)
+    assert np.array_equal(run(engine, with_ip(bare, adapters["plus"], weight=0)), plain)
+    # beside a plain adapter, and batched with a guide per request
+    requests = [with_ip(with_ip(make_request(tiny.sd, seeds=(seed,)), adapters["plus"], guide("square", colour)),
+                        adapters["sd"], guide("circle", colour)) for seed, colour in ((1, "red"), (2, "blue"))]
+    solo = [run(engine, request) for request in requests]
+    calls = engine.pipeline_calls
+    batched = engine.generate_batch(requests)
+    assert engine.pipeline_calls == calls + 1
+    for image, alone in zip(batched, solo, strict=True):
+        assert max_difference(image, Image.fromarray(alone.astype(np.uint8))) <= 2
 
 
 def test_sdxl_and_image_to_image(engine, tiny: TinyModels, adapters):

@@ -8,7 +8,12 @@ import json
 import pytest
 
 from kiln.cli import main
-from kiln.engine.demo_ip_adapters import ENCODER_FOLDER, WEIGHTS_FILE, build_tiny_ip_adapter
+from kiln.engine.demo_ip_adapters import (
+    ENCODER_FOLDER,
+    WEIGHTS_FILE,
+    build_tiny_ip_adapter,
+    build_tiny_ip_adapter_plus,
+)
 from kiln.models import Catalog
 from kiln.models.checkpoints import UnrecognisedModelError, inspect_model
 from kiln.storage import Database
@@ -80,8 +85,9 @@ def test_kiln_models_add_registers_an_ip_adapter_with_an_encoder_that_fits(tmp_p
     assert "IP-Adapter, not a lora" in capsys.readouterr().err
 
 
-def test_the_tiny_adapter_registers_with_its_architecture_said(tmp_path, capsys):
-    folder = build_tiny_ip_adapter(tmp_path / "tiny")
+@pytest.mark.parametrize("build", [build_tiny_ip_adapter, build_tiny_ip_adapter_plus])
+def test_the_tiny_adapters_register_with_their_architecture_said(tmp_path, capsys, build):
+    folder = build(tmp_path / "tiny")
     args = (str(folder / WEIGHTS_FILE), "--image-encoder", str(folder / ENCODER_FOLDER))
     assert add(tmp_path, *args) == 2
     assert "--architecture" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from tests.service.test_batching import batch_sizes, generate, kiln
 from tests.service.test_lora import error_of, pixels
 
 IP = "kiln:tiny-ipadapter@1"
+IP_PLUS = "kiln:tiny-ipadapter-plus@1"
 IP_XL = "kiln:tiny-ipadapter-sdxl@1"
 
 
@@ -56,9 +57,9 @@ def test_the_guide_images_steer_the_result(client):
     assert differs(both, square) and differs(both, circle)
 
 
-def test_several_adapters_at_once_on_sd_and_sdxl(client):
+def test_several_adapters_at_once_plain_and_plus_on_sd_and_sdxl(client):
     one = pixels(client, ipAdapters=[adapter()])
-    two = pixels(client, ipAdapters=[adapter(), adapter(guideImage=guide_uri("circle", "blue"), weight=0.7)])
+    two = pixels(client, ipAdapters=[adapter(), adapter(model=IP_PLUS, guideImage=guide_uri("circle", "blue"), weight=0.7)])
     assert differs(one, two)
     assert differs(pixels(client, model=SDXL, ipAdapters=[{**adapter(), "model": IP_XL}]), pixels(client, model=SDXL))
 

@@ -4,7 +4,9 @@ image encoder, built offline and deterministically.
 Each folder holds `ip-adapter.safetensors` in the layout of the published IP-Adapter files
 (`image_proj.*` and `ip_adapter.<n>.to_k_ip/to_v_ip.*`) and `image_encoder/`, a transformers
 `CLIPVisionModelWithProjection` with its image processor, as IP-Adapter's `models/image_encoder`.
-Real adapters are trained; these are random, scaled so that their effect is plain to see.
+The plain adapter projects the encoder's image embedding; the Plus one resamples its penultimate
+hidden states (the original Resampler's key names). Real adapters are trained; these are random,
+scaled so that their effect is plain to see.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.models.embeddings import IPAdapterPlusImageProjection
 from safetensors.torch import save_file
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
@@ -35,6 +38,11 @@ def build_tiny_ip_adapter_sdxl(out_dir: Path) -> Path:
     return _build(out_dir, cross_attention_dim=32 + 64)
 
 
+def build_tiny_ip_adapter_plus(out_dir: Path) -> Path:
+    """An IP-Adapter Plus for kiln:tiny-sd@1 in `out_dir`."""
+    return _build(out_dir, cross_attention_dim=32, plus=True)
+
+
 def tiny_image_encoder() -> CLIPVisionModelWithProjection:
     """A 2-layer CLIP vision model on 32 px images with a 32-wide image embedding."""
     return CLIPVisionModelWithProjection(CLIPVisionConfig(
@@ -43,18 +51,21 @@ def tiny_image_encoder() -> CLIPVisionModelWithProjection:
     ))
 
 
-def _build(out_dir: Path, *, cross_attention_dim: int) -> Path:
+def _build(out_dir: Path, *, cross_attention_dim: int, plus: bool = False) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(_SEED)
     encoder = tiny_image_encoder()
-    embed_dim = encoder.config.projection_dim
-    tensors = {
-        "image_proj.proj.weight": torch.randn(cross_attention_dim * _TOKENS, embed_dim) / embed_dim**0.5,
-        "image_proj.proj.bias": torch.zeros(cross_attention_dim * _TOKENS),
-        "image_proj.norm.weight": torch.ones(cross_attention_dim),
-        "image_proj.norm.bias": torch.zeros(cross_attention_dim),
-    }
+    if plus:
+        tensors = _resampler(encoder.config.hidden_size, cross_attention_dim)
+    else:
+        embed_dim = encoder.config.projection_dim
+        tensors = {
+            "image_proj.proj.weight": torch.randn(cross_attention_dim * _TOKENS, embed_dim) / embed_dim**0.5,
+            "image_proj.proj.bias": torch.zeros(cross_attention_dim * _TOKENS),
+            "image_proj.norm.weight": torch.ones(cross_attention_dim),
+            "image_proj.norm.bias": torch.zeros(cross_attention_dim),
+        }
     # The tiny UNet's layout: one to_k_ip/to_v_ip pair per cross-attention layer, numbered as
     # in the published files (1, 3, 5, ...: the odd attention processors of the original code).
     unet = UNet2DConditionModel(**tiny_unet_kwargs(cross_attention_dim=cross_attention_dim))
@@ -70,3 +81,22 @@ def _build(out_dir: Path, *, cross_attention_dim: int) -> Path:
     CLIPImageProcessor(size={"shortest_edge": _IMAGE_SIZE},
                        crop_size={"height": _IMAGE_SIZE, "width": _IMAGE_SIZE}).save_pretrained(out_dir / ENCODER_FOLDER)
     return out_dir
+
+
+def _resampler(embed_dim: int, cross_attention_dim: int) -> dict[str, torch.Tensor]:
+    """A random IP-Adapter Plus Resampler (4 layers, one 64-wide head, 4 queries) under the key
+    names of the published files, which diffusers converts on load."""
+    module = IPAdapterPlusImageProjection(
+        embed_dims=embed_dim, output_dims=cross_attention_dim, hidden_dims=64, heads=1, num_queries=_TOKENS)
+    published: dict[str, torch.Tensor] = {}
+    for name, tensor in module.state_dict().items():
+        for ours, theirs in ((".ln0.", ".0.norm1."), (".ln1.", ".0.norm2."), (".attn.to_q.", ".0.to_q."),
+                             (".attn.to_out.0.", ".0.to_out."), (".ff.0.", ".1.0."),
+                             (".ff.1.net.0.proj.", ".1.1."), (".ff.1.net.2.", ".1.3.")):
+            name = name.replace(ours, theirs)
+        if ".attn.to_k." in name:  # the original keeps keys and values in one matrix
+            published[name.replace(".attn.to_k.", ".0.to_kv.")] = torch.cat(
+                [tensor, module.state_dict()[name.replace(".to_k.", ".to_v.")]])
+        elif ".attn.to_v." not in name:
+            published[name] = tensor
+    return {f"image_proj.{name}": tensor for name, tensor in published.items()}

@@ -159,12 +159,12 @@ class Engine:
         Every request has exactly one seed (ValueError otherwise). Requests that can share a
         pipeline call (the same model, mode, size, steps, scheduler, CFG, clip skip, strength,
         LoRAs, ControlNet settings, VAE, embeddings, refiner and IP-Adapters with their weights,
-        and prompt and image embeddings of the same shape) run in one (with a refiner, one base call and one refiner call),
-        each image with its own generator seeded with its seed: its initial noise is what it
-        would be alone, and it equals the request run alone within a few grey levels (the
-        UNet's arithmetic differs slightly with the batch size). The same batch on the same
-        device and thread count gives identical pixels, and a batch of one is exactly the
-        request alone. Others run in separate calls. If a shared call fails, its requests are
+        and prompt and image embeddings of the same shape) run in one (with a refiner, one base
+        call and one refiner call), each image with its own generator seeded with its seed: its
+        initial noise is what it would be alone, and it equals the request run alone within a
+        few grey levels (the UNet's arithmetic differs slightly with the batch size). The same
+        batch on the same device and thread count gives identical pixels, and a batch of one is
+        exactly the request alone. Others run in separate calls. If a shared call fails, its requests are
         run one by one, so that only the failing one gets the error.
 
         In the "image" and "inpaint" modes, strength 0 gives `init_image` itself without

@@ -13,16 +13,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.categories import CATEGORIES
 from kiln.errors import NotFoundError
 from kiln.generation import ModelSpec
 from kiln.models.air import parse_air
 from kiln.preprocess import ANNOTATED
 from kiln.storage import CatalogRepository, Database
 
-CATEGORIES = ("checkpoint", "lora", "lycoris", "controlnet", "vae", "embeddings", "ipadapter", "annotator")
-"""`annotator`: a preprocessor's model (e.g. depth estimation); its `conditioning` names the
-preprocessor it serves. `ipadapter`: an IP-Adapter's weights, with the folder of its CLIP image
-encoder as `config_path`."""
 ARCHITECTURES = ("sd1x", "sdxl", "flux", "sd3")
 
 

@@ -104,6 +104,12 @@ DEMO_MODELS = (
         ModelDefaults(), type=None, category="ipadapter", file="ip-adapter.safetensors", encoder="image_encoder",
     ),
     DemoModel(
+        "kiln:tiny-ipadapter-plus@1", "tiny-ipadapter-plus", "sd1x", "build_tiny_ip_adapter_plus",
+        "Random-weight IP-Adapter Plus (a Resampler over the image encoder's hidden states), with "
+        "its tiny CLIP image encoder, for kiln:tiny-sd@1.",
+        ModelDefaults(), type=None, category="ipadapter", file="ip-adapter.safetensors", encoder="image_encoder",
+    ),
+    DemoModel(
         "kiln:tiny-ipadapter-sdxl@1", "tiny-ipadapter-sdxl", "sdxl", "build_tiny_ip_adapter_sdxl",
         "Random-weight IP-Adapter, with its tiny CLIP image encoder, for kiln:tiny-sdxl@1.",
         ModelDefaults(), type=None, category="ipadapter", file="ip-adapter.safetensors", encoder="image_encoder",

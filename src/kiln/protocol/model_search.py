@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from kiln.models.catalog import CATEGORIES
+from kiln.categories import CATEGORIES
 from kiln.protocol.validation import Limit, WireModel, validate_task
 
 VISIBILITIES = ("public", "private", "all")
