@@ -62,6 +62,17 @@ def differs(a: np.ndarray, b: np.ndarray) -> bool:
     return float(np.abs(a - b).mean()) > 0.5
 
 
+def one_call_like_each_alone(engine: Engine, requests: list[GenerationRequest]) -> list[Image.Image]:
+    """`requests` batched: one pipeline call, each image within 2 grey levels of its request alone."""
+    solo = [Image.fromarray(run(engine, request).astype(np.uint8)) for request in requests]
+    calls = engine.pipeline_calls
+    batched = engine.generate_batch(requests)
+    assert engine.pipeline_calls == calls + 1
+    for image, alone in zip(batched, solo, strict=True):
+        assert isinstance(image, Image.Image) and max_difference(image, alone) <= 2
+    return batched  # type: ignore[return-value]
+
+
 def test_weight_zero_is_the_bare_model_and_the_bare_model_stays_bare(engine, tiny: TinyModels, adapters):
     bare = make_request(tiny.sd)
     plain = run(engine, bare)
@@ -101,12 +112,7 @@ def test_requests_with_their_own_guides_share_one_call_and_match_their_solo_imag
                                     (3, "the red house", guide("square", "green")))
     ]
     assert len({batch_key(request) for request in requests}) == 1
-    solo = [run(engine, request) for request in requests]
-    calls = engine.pipeline_calls
-    batched = engine.generate_batch(requests)
-    assert engine.pipeline_calls == calls + 1
-    for image, alone in zip(batched, solo, strict=True):
-        assert max_difference(image, Image.fromarray(alone.astype(np.uint8))) <= 2
+    batched = one_call_like_each_alone(engine, requests)
     assert [np.asarray(image).tobytes() for image in engine.generate_batch(requests)] == [
         np.asarray(image).tobytes() for image in batched]
     # another weight is another call; a request without adapters too
@@ -126,12 +132,7 @@ def test_a_plus_adapter_reads_the_hidden_states_and_batches_too(tiny: TinyModels
     # beside a plain adapter, and batched with a guide per request
     requests = [with_ip(with_ip(make_request(tiny.sd, seeds=(seed,)), adapters["plus"], guide("square", colour)),
                         adapters["sd"], guide("circle", colour)) for seed, colour in ((1, "red"), (2, "blue"))]
-    solo = [run(engine, request) for request in requests]
-    calls = engine.pipeline_calls
-    batched = engine.generate_batch(requests)
-    assert engine.pipeline_calls == calls + 1
-    for image, alone in zip(batched, solo, strict=True):
-        assert max_difference(image, Image.fromarray(alone.astype(np.uint8))) <= 2
+    one_call_like_each_alone(engine, requests)
 
 
 def test_sdxl_and_image_to_image(engine, tiny: TinyModels, adapters):

@@ -3,14 +3,11 @@ of tasks with their own guide images, and the errors of what cannot run."""
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
-from PIL import Image, ImageDraw
 
 from tests.conftest import SDXL, decode_image, inference, new_uuid, post
-from tests.images import max_difference
+from tests.engine.test_ip_adapters import guide
+from tests.images import data_uri, max_difference
 from tests.service.test_batching import batch_sizes, generate, kiln
 from tests.service.test_lora import error_of, pixels
 
@@ -20,12 +17,7 @@ IP_XL = "kiln:tiny-ipadapter-sdxl@1"
 
 
 def guide_uri(shape: str = "square", colour: str = "red") -> str:
-    image = Image.new("RGB", (96, 96), "white")
-    draw = ImageDraw.Draw(image)
-    (draw.rectangle if shape == "square" else draw.ellipse)([16, 16, 80, 80], fill=colour)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return data_uri(guide(shape, colour))
 
 
 def adapter(**fields) -> dict:
