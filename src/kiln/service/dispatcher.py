@@ -83,17 +83,20 @@ Emit = Callable[[Reply], Awaitable[None]]
 
 
 class TaskHandler(Protocol):
+    def parse(self, task: dict[str, Any], /) -> Any:
+        """The validated task, or its typed error. The dispatcher parses each task once, on a
+        worker thread (a handler may look up the catalog), before admission and before an
+        async acknowledgement. A parsed task with `numberResults` counts that many results
+        against the key's limit."""
+        ...
+
     def __call__(
-        self, task: dict[str, Any], principal: Principal, progress: StepListener | None, /
+        self, task: Any, principal: Principal, progress: StepListener | None, /
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yield result items (without taskType/taskUUID) as they are ready.
+        """Yield result items (without taskType/taskUUID) for the parsed `task` as they are ready.
 
         `progress` is set for a task that asked for step progress: a handler that generates
         images passes it to the executor; the others have no steps to report.
-
-        A handler may also have `validate(task) -> parsed`, raising the task's typed error:
-        the dispatcher then validates before admission and before an async acknowledgement.
-        A parsed task with `numberResults` counts that many results against the key's limit.
         """
         ...
 
@@ -231,8 +234,7 @@ class Dispatcher:
                 raise KilnError(
                     "Kiln is shutting down and takes no new tasks; send this one to another "
                     "Kiln or again in a moment.", code="serverShuttingDown", status=503)
-            validate = getattr(handler, "validate", None)  # may look up the catalog
-            parsed = await asyncio.to_thread(validate, task) if validate is not None else None
+            parsed = await asyncio.to_thread(handler.parse, task)  # may look up the catalog
             options = await DeliveryOptions.read(task, self.services.delivery_policy)
             results = getattr(parsed, "numberResults", 1)
             ticket = await asyncio.to_thread(
@@ -260,12 +262,12 @@ class Dispatcher:
             )
         run = _Run(header, principal, options, ticket, reporter)
         if options.background:
-            self.background.spawn(self._execute(handler, task, run, None))
+            self.background.spawn(self._execute(handler, parsed, run, None))
             await emit(Reply(data_message(
                 {"taskType": header.task_type, "taskUUID": header.task_uuid, "status": "processing"}
             )))
         else:
-            await self._execute(handler, task, run, emit)
+            await self._execute(handler, parsed, run, emit)
 
     def _handler(self, task_type: str) -> TaskHandler:
         handler = self._handlers.get(task_type)
@@ -279,7 +281,7 @@ class Dispatcher:
         return handler
 
     async def _execute(self, handler: TaskHandler, task: Any, run: _Run, emit: Emit | None) -> None:
-        """Run an admitted task to its end, recording every reply; `emit` is None for a
+        """Run an admitted (parsed) task to its end, recording every reply; `emit` is None for a
         background task. A cancelled task (Kiln shutting down) is recorded `taskCancelled`
         when the database is still open; a killed one is answered as interrupted later.
         Every database call runs on a worker thread."""

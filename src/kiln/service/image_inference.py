@@ -72,16 +72,15 @@ def check_architecture(task: ImageInferenceTask, entry: CatalogEntry) -> None:
 class ImageInferenceHandler:
     """Generates, encodes, stores and delivers the images of one `imageInference` task."""
 
-    validate = staticmethod(parse_image_inference)  # the dispatcher validates before admission
+    parse = staticmethod(parse_image_inference)
 
     def __init__(self, services: Services, encoding: Histogram) -> None:
         self._services = services
         self._encoding = encoding  # seconds from a generated image to its result item
 
     async def __call__(
-        self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
+        self, task: ImageInferenceTask, principal: Principal, progress: StepListener | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        task = parse_image_inference(raw)
         entry = await asyncio.to_thread(self._services.catalog.get, task.model)
         if entry.category != "checkpoint":
             raise InvalidRequestError(

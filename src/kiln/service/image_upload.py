@@ -12,7 +12,7 @@ from kiln.keys import Principal
 from kiln.media import OUTPUT_FORMATS, encode_image
 from kiln.media.inputs import ResolvedImage, resolve_image_input
 from kiln.progress import StepListener
-from kiln.protocol.image_upload import parse_image_upload
+from kiln.protocol.image_upload import ImageUploadTask, parse_image_upload
 from kiln.service.outputs import image_url
 from kiln.service.services import Services
 
@@ -30,10 +30,11 @@ class ImageUploadHandler:
     def __init__(self, services: Services) -> None:
         self._services = services
 
+    parse = staticmethod(parse_image_upload)
+
     async def __call__(
-        self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
+        self, task: ImageUploadTask, principal: Principal, progress: StepListener | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        task = parse_image_upload(raw)
         resolved = await resolve_image_input(
             self._services, task.image, parameter="image", owner=principal.key_id
         )

@@ -10,7 +10,7 @@ from kiln.architectures import fallback_defaults
 from kiln.keys import Principal
 from kiln.models import CatalogEntry
 from kiln.progress import StepListener
-from kiln.protocol.model_search import parse_model_search
+from kiln.protocol.model_search import ModelSearchTask, parse_model_search
 from kiln.schedulers import DEFAULT_SCHEDULER
 from kiln.service.services import Services
 
@@ -61,12 +61,11 @@ class ModelSearchHandler:
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    validate = staticmethod(parse_model_search)  # the dispatcher validates before admission
+    parse = staticmethod(parse_model_search)
 
     async def __call__(
-        self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
+        self, task: ModelSearchTask, principal: Principal, progress: StepListener | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        task = parse_model_search(raw)
         if task.visibility == "private":
             matches: list[CatalogEntry] = []  # no key owns a private model on this server
         else:

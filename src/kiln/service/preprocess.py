@@ -61,8 +61,9 @@ class PreprocessHandler:
     def __init__(self, services: Services) -> None:
         self._services = services
 
-    def validate(self, raw: dict[str, Any]) -> PreprocessTask:
-        """The parsed task, or its typed error (the dispatcher calls this before admission)."""
+    def parse(self, raw: dict[str, Any]) -> PreprocessTask:
+        """The parsed task, or its typed error: `unsupportedPreProcessorType` when no annotator
+        serves it (looks up the catalog)."""
         task = parse_preprocess(raw)
         if task.preProcessorType not in BUILT_IN:
             self._annotator(task.preProcessorType)
@@ -83,9 +84,8 @@ class PreprocessHandler:
         )
 
     async def __call__(
-        self, raw: dict[str, Any], principal: Principal, progress: StepListener | None = None
+        self, task: PreprocessTask, principal: Principal, progress: StepListener | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        task = await asyncio.to_thread(self.validate, raw)  # may look up the catalog
         owner = principal.key_id
         resolved = await resolve_image_input(self._services, task.inputImage, parameter="inputImage", owner=owner)
         image = await asyncio.to_thread(_fitted, resolved.image, task.width, task.height)
