@@ -223,10 +223,11 @@ def cmd_models_add(args: argparse.Namespace) -> int:
                          if entry.category == "ipadapter" else "--image-encoder is for IP-Adapters only")
     if entry.category == "ipadapter":
         from kiln.models.checkpoints import read_header
-        from kiln.models.ip_adapters import check_image_encoder
+        from kiln.models.ip_adapters import check_image_encoder, encoder_folder
 
-        check_image_encoder(read_header(path).shapes, Path(args.image_encoder))
-        entry = replace(entry, config_path=args.image_encoder)
+        encoder = encoder_folder(Path(args.image_encoder), settings.models_dir / "configs")
+        check_image_encoder(read_header(path).shapes, encoder)
+        entry = replace(entry, config_path=str(encoder))
     if entry.category == "checkpoint" and not args.no_load_check:
         problem = _load_problem(entry)
         if problem:
@@ -411,9 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--type", help="base, inpainting or refiner (checkpoints; default: detected)")
     add.add_argument("--config", help="diffusers config folder for a single-file checkpoint "
                      "(default: one Kiln writes from the checkpoint's shapes)")
-    add.add_argument("--image-encoder", metavar="FOLDER",
-                     help="for an IP-Adapter: the folder of the CLIP image encoder it was trained with "
-                     "(a transformers CLIPVisionModelWithProjection, e.g. IP-Adapter's models/image_encoder)")
+    add.add_argument("--image-encoder", metavar="PATH",
+                     help="for an IP-Adapter: the CLIP image encoder it was trained with: a transformers "
+                     "CLIPVisionModelWithProjection folder (IP-Adapter's models/image_encoder), or a ViT-L/H/bigG "
+                     "file as ComfyUI keeps it in models/clip_vision/")
     add.add_argument("--base", metavar="AIR",
                      help="for a FLUX transformer file (ComfyUI's diffusion_models/ download): the "
                      "registered FLUX diffusers folder whose text encoders, tokenizers and VAE it runs with")

@@ -4,6 +4,7 @@ published files), registered by `kiln models add` only with an image encoder tha
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,95 @@ def test_the_tiny_adapters_register_with_their_architecture_said(tmp_path, capsy
     assert "--architecture" in capsys.readouterr().err
     assert add(tmp_path, *args, "--architecture", "sd1x", "--air", "test:ip@1") == 0
     assert "(ipadapter, sd1x)" in capsys.readouterr().out
+
+
+# --- ComfyUI's models/clip_vision/ single files ------------------------------------------------
+
+TOWERS = {  # the published CLIP vision towers' configs (transformers' names)
+    "ViT-L": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "projection_dim": 768,
+              "hidden_act": "quick_gelu"},
+    "ViT-H": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "projection_dim": 1024,
+              "hidden_act": "gelu"},
+    "ViT-bigG": {"hidden_size": 1664, "intermediate_size": 8192, "num_hidden_layers": 48, "projection_dim": 1280,
+                 "hidden_act": "gelu"},
+}
+
+
+def tower_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of a transformers CLIPVisionModelWithProjection of `config` (built on
+    the meta device: no memory), as the file ComfyUI downloads holds them."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    with torch.device("meta"):
+        model = CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def write_tower(path, name: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_header_only(path, tower_shapes({**TOWERS[name], "num_attention_heads": 16, "patch_size": 14,
+                                                 "image_size": 224}))
+
+
+@pytest.mark.parametrize("name", list(TOWERS))
+def test_a_clip_vision_file_gets_the_config_it_was_built_with(tmp_path, name):
+    from kiln.models.ip_adapters import encoder_folder
+
+    file = write_tower(tmp_path / "clip_vision" / f"CLIP-{name}-14.safetensors", name)
+    folder = encoder_folder(file, tmp_path / "configs")
+    config = json.loads((folder / "config.json").read_text())
+    assert config | TOWERS[name] == config  # every published value derived from the shapes
+    assert (config["num_attention_heads"], config["patch_size"], config["image_size"]) == (16, 14, 224)
+    assert tower_shapes(config) == tower_shapes({**TOWERS[name], "num_attention_heads": 16, "patch_size": 14,
+                                                 "image_size": 224})
+    assert (folder / "model.safetensors").resolve() == file.resolve()
+    assert encoder_folder(file, tmp_path / "configs") == folder  # written once
+
+
+def test_other_clip_vision_files_are_refused_saying_why(tmp_path):
+    from kiln.models.ip_adapters import encoder_folder
+
+    small = write_header_only(tmp_path / "vit-b.safetensors", tower_shapes(
+        {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 2, "projection_dim": 512}))
+    with pytest.raises(ValueError, match="768-wide CLIP vision tower"):
+        encoder_folder(small, tmp_path / "configs")
+    open_clip = write_header_only(tmp_path / "open_clip.safetensors", {"visual.proj": (1280, 1024)})
+    with pytest.raises(ValueError, match="OpenCLIP"):
+        encoder_folder(open_clip, tmp_path / "configs")
+
+
+def test_kiln_models_add_takes_a_clip_vision_file_as_the_encoder(tmp_path, capsys):
+    path = write_header_only(tmp_path / "ip-adapter_sd15.safetensors", published("plain", 768, 1024))
+    big_g = write_tower(tmp_path / "clip_vision" / "CLIP-ViT-bigG-14.safetensors", "ViT-bigG")
+    assert add(tmp_path, str(path), "--image-encoder", str(big_g)) == 2
+    assert "reads 1024-wide image features (projection_dim)" in capsys.readouterr().err
+    vit_h = write_tower(tmp_path / "clip_vision" / "CLIP-ViT-H-14.safetensors", "ViT-H")
+    assert add(tmp_path, str(path), "--air", "runware:55@5", "--image-encoder", str(vit_h)) == 0
+    entry = Catalog(Database(tmp_path / "data" / "kiln.sqlite3")).get("runware:55@5")
+    assert (Path(entry.config_path) / "model.safetensors").resolve() == vit_h.resolve()
+
+
+def test_kiln_models_import_pairs_comfyui_ip_adapters_with_their_clip_vision_files(tmp_path, capsys):
+    comfy = tmp_path / "ComfyUI" / "models"
+    write_tower(comfy / "clip_vision" / "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "ViT-H")
+    write_tower(comfy / "clip_vision" / "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors", "ViT-bigG")
+    (comfy / "ipadapter").mkdir()
+    adapters = {
+        "ip-adapter_sd15.safetensors": published("plain", 768, 1024),  # ViT-H's embedding
+        "ip-adapter-plus_sd15.safetensors": published("plus", 768, 1280),  # ViT-H's hidden states
+        "ip-adapter_sdxl.safetensors": published("plain", 2048, 1280),  # ViT-bigG's embedding
+        "ip-adapter-odd.safetensors": published("plain", 768, 512),  # no encoder gives 512
+    }
+    for name, shapes in adapters.items():
+        write_header_only(comfy / "ipadapter" / name, shapes)
+    assert main(["--data-dir", str(tmp_path / "data"), "models", "import", str(tmp_path / "ComfyUI")]) == 0
+    out = capsys.readouterr().out
+    assert "3 registered" in out and "no CLIP vision file in clip_vision/ gives the 512-wide" in out
+    encoders = {Path(entry.path).name: (Path(entry.config_path) / "model.safetensors").resolve().name
+                for entry in Catalog(Database(tmp_path / "data" / "kiln.sqlite3")).all()}
+    assert encoders == {
+        "ip-adapter_sd15.safetensors": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
+        "ip-adapter-plus_sd15.safetensors": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
+        "ip-adapter_sdxl.safetensors": "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors",
+    }

@@ -11,13 +11,14 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kiln.architectures import FLOW_ARCHITECTURES, model_defaults
 from kiln.models.catalog import Catalog, CatalogEntry, ModelDefaults
 from kiln.models.checkpoints import ModelKind, TensorHeader, UnrecognisedModelError, inspect_model
 from kiln.models.configs import config_folder, native_size
+from kiln.models.ip_adapters import encoder_folder, encoder_width, fitting_encoder
 
 FOLDER_CATEGORIES = {
     # ComfyUI's models/ and AUTOMATIC1111's models/ (and A1111's top-level embeddings/)
@@ -26,7 +27,10 @@ FOLDER_CATEGORIES = {
     "controlnet": "controlnet",
     "vae": "vae",
     "embeddings": "embeddings",
+    "ipadapter": "ipadapter",
 }
+ENCODER_FOLDERS = ("clip_vision",)
+"""ComfyUI's folder of CLIP vision towers, the image encoders an IP-Adapter is paired with."""
 _COMPANIONS = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".yaml", ".yml", ".json", ".txt", ".md",
                ".info", ".html", ".sha256"}
 """Files that sit beside models (previews, model cards, A1111's .yaml configs): passed over."""
@@ -129,8 +133,11 @@ def import_folder(
                     log(f"unchanged  {existing.air}: already registered ({existing.category}, "
                         f"{existing.architecture}) at {path}")
                     continue
-                entry = catalog.add(catalog_entry(path, kind, header, air, configs_dir,
-                                                  comment=f"{kind.description.capitalize()}, imported from {root}"))
+                entry = catalog_entry(path, kind, header, air, configs_dir,
+                                      comment=f"{kind.description.capitalize()}, imported from {root}")
+                if kind.category == "ipadapter" and header is not None:
+                    entry = replace(entry, config_path=str(_paired_encoder(header, root, configs_dir)))
+                entry = catalog.add(entry)
             except (UnrecognisedModelError, ValueError, OSError) as exc:
                 report.skipped.append((path, str(exc)))
                 log(f"skipped    {path}: {exc}")
@@ -144,6 +151,19 @@ def import_folder(
     log(f"{len(report.registered)} registered, {len(report.unchanged)} already registered, "
         f"{len(report.skipped)} skipped")
     return report
+
+
+def _paired_encoder(header: TensorHeader, root: Path, configs_dir: Path) -> Path:
+    """The folder of the image encoder under `root`'s clip_vision/ whose output the IP-Adapter of
+    `header` reads (ValueError naming what is missing)."""
+    encoders = [path for base in (root, root / "models") for name in ENCODER_FOLDERS
+                if (base / name).is_dir() for path in _model_files(base / name)]
+    encoder = fitting_encoder(header.shapes, encoders)
+    if encoder is None:
+        field, width = encoder_width(header.shapes)
+        raise ValueError(f"no CLIP vision file in clip_vision/ gives the {width}-wide features ({field}) this "
+                         "IP-Adapter reads: add one, or register it with `kiln models add FILE --image-encoder PATH`")
+    return encoder_folder(encoder, configs_dir)
 
 
 def model_folders(root: Path) -> list[tuple[Path, str]]:
