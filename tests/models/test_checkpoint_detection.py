@@ -170,7 +170,7 @@ def test_kiln_models_add_file_alone_registers_a_checkpoint_that_generates(
     client, services, capsys, monkeypatch, mini_checkpoints, architecture
 ):
     folder, checkpoint = mini_checkpoints[architecture]
-    monkeypatch.setattr("kiln.cli.PROGRESS_BAR_BYTES", 0)  # the bar of multi-GB files, for this small one
+    monkeypatch.setattr("kiln.cli.models.PROGRESS_BAR_BYTES", 0)  # the bar of multi-GB files, for this small one
     if services.settings.database_url:  # the command registers in the server's database
         monkeypatch.setenv("KILN_DATABASE_URL", services.settings.database_url)
     assert main(["--data-dir", str(services.settings.data_dir), "models", "add", str(checkpoint)]) == 0
