@@ -71,8 +71,8 @@ def cmd_models_add(args: argparse.Namespace) -> int:
         raise ValueError(f"{path.name} is an IP-Adapter: name the folder of its CLIP image encoder with --image-encoder"
                          if entry.category == "ipadapter" else "--image-encoder is for IP-Adapters only")
     if entry.category == "ipadapter":
-        from kiln.models.checkpoints import read_header
         from kiln.models.ip_adapters import check_image_encoder, encoder_folder
+        from kiln.models.kinds import read_header
 
         encoder = encoder_folder(Path(args.image_encoder), settings.models_dir / "configs")
         check_image_encoder(read_header(path).shapes, encoder)

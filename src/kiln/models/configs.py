@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.models import clip_tokenizer
-from kiln.models.checkpoints import (
+from kiln.models.kinds import (
     REFINER_OPEN_CLIP,
     SD1_CLIP,
     SD2_OPEN_CLIP,

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kiln.models.kinds import read_header
+
 _FAMILY_BY_CONTEXT = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 """The family of an adapter by the width of the text features its keys and values replace."""
 CLIP_VISION_TOWERS = {1024: ("ViT-L/14", "quick_gelu"), 1280: ("ViT-H/14", "gelu"), 1664: ("ViT-bigG/14", "gelu")}
@@ -78,8 +80,6 @@ def encoder_folder(path: Path, configs_dir: Path) -> Path:
     path = Path(path)
     if path.is_dir():
         return path
-    from kiln.models.checkpoints import read_header  # models.checkpoints imports this module
-
     config = clip_vision_config(read_header(path).shapes, path.name)
     stat = path.stat()
     digest = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:10]
@@ -121,8 +121,6 @@ def clip_vision_config(shapes: Mapping[str, tuple[int, ...]], name: str = "the f
 def fitting_encoder(shapes: Mapping[str, tuple[int, ...]], encoders: list[Path]) -> Path | None:
     """The first of `encoders` (CLIP vision tower files) whose output the adapter of `shapes`
     reads, or None."""
-    from kiln.models.checkpoints import read_header
-
     field, width = encoder_width(shapes)
     for encoder in encoders:
         try:
