@@ -111,3 +111,10 @@ def test_an_error_fails_its_own_task_only(client):
     [error] = body["errors"]
     assert (error["taskUUID"], error["code"], error["parameter"]) == (
         bad["taskUUID"], "unknownModel", "ipAdapters[0].model")
+
+
+def test_model_search_lists_the_ip_adapters_by_architecture(client):
+    task = {"taskType": "modelSearch", "taskUUID": new_uuid(), "category": "ipadapter", "architecture": "sd1x"}
+    [reply] = post(client, [task]).json()["data"]
+    assert sorted(item["air"] for item in reply["results"]) == sorted([IP, IP_PLUS])
+    assert all(item["category"] == "ipadapter" for item in reply["results"])
