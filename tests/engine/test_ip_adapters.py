@@ -18,10 +18,18 @@ from kiln.engine.demo_ip_adapters import (
     build_tiny_ip_adapter_plus,
     build_tiny_ip_adapter_sdxl,
 )
+from kiln.engine.demo_models import build_tiny_controlnet
 from kiln.errors import ModelLoadError
 from kiln.executor.batching import batch_key
-from kiln.generation import GenerationRequest, IpAdapterInput, ModelSpec
+from kiln.generation import (
+    ControlNetInput,
+    GenerationRequest,
+    IpAdapterInput,
+    ModelSpec,
+    RefinerInput,
+)
 from tests.images import max_difference
+from tests.tiny_extras import build_refiner_folder
 
 from .helpers import TinyModels, make_request
 
@@ -141,6 +149,16 @@ def test_sdxl_and_image_to_image(engine, tiny: TinyModels, adapters):
     seed_image = Image.new("RGB", (64, 64), "orange")
     image_mode = make_request(tiny.sd, mode="image", init_image=seed_image, strength=0.7)
     assert differs(run(engine, with_ip(image_mode, adapters["sd"])), run(engine, image_mode))
+
+
+def test_with_a_controlnet_and_with_a_refiner(engine, tiny: TinyModels, adapters, tmp_path):
+    net = ModelSpec("test:cn@1", "sd1x", str(build_tiny_controlnet(tmp_path / "cn")))
+    controlled = make_request(tiny.sd, controlnets=(ControlNetInput(net, guide("circle", "white")),))
+    assert differs(run(engine, with_ip(controlled, adapters["sd"])), run(engine, controlled))
+    refiner = ModelSpec("test:refiner@1", "sdxl", str(build_refiner_folder(tmp_path / "refiner")))
+    refined = make_request(tiny.sdxl, steps=4, refiner=RefinerInput(refiner, 0.5))
+    # the base model's part is steered; the refiner, which has no adapter, finishes it
+    assert differs(run(engine, with_ip(refined, adapters["sdxl"])), run(engine, refined))
 
 
 def test_an_adapter_of_another_architecture_is_a_typed_error(engine, tiny: TinyModels, adapters):
