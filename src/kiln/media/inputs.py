@@ -17,7 +17,7 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -25,8 +25,8 @@ from kiln.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
 from kiln.media.outbound import fetch
 
 if TYPE_CHECKING:
+    from kiln.media.outbound import OutboundPolicy
     from kiln.media.store import ImageStore, StoredImage
-    from kiln.service.services import Services
 
 MAX_INPUT_BYTES = 20 * 1024 * 1024
 MAX_INPUT_PIXELS = 4096 * 4096
@@ -35,6 +35,17 @@ INPUT_FORMATS = ("PNG", "JPEG", "WEBP")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DATA_URI = re.compile(r"^data:([\w.+/-]*)((?:;[\w=.+-]+)*),(.*)$", re.DOTALL)
 _FORMS = "an image UUID, a data URI, base64 data or an http(s) URL"
+
+
+class ImageSources(Protocol):
+    """Where image inputs come from: an owner's stored images, and URLs fetched under an outbound
+    policy (`kiln.service.Services` is one)."""
+
+    @property
+    def images(self) -> ImageStore: ...
+
+    @property
+    def outbound(self) -> OutboundPolicy: ...
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,7 @@ def error_code(parameter: str) -> str:
 
 
 async def resolve_image_input(
-    services: Services, value: object, *, parameter: str, owner: str, budget: PixelBudget | None = None
+    sources: ImageSources, value: object, *, parameter: str, owner: str, budget: PixelBudget | None = None
 ) -> ResolvedImage:
     """Decode the image a client gave as `parameter`, or raise a typed error naming it.
 
@@ -101,8 +112,8 @@ async def resolve_image_input(
     text = value.strip()
     image_uuid = None
     if _UUID.match(text):
-        stored = await asyncio.to_thread(services.images.get, text.lower(), owner=owner)
-        data = await asyncio.to_thread(_read, services.images, stored) if stored is not None else None
+        stored = await asyncio.to_thread(sources.images.get, text.lower(), owner=owner)
+        data = await asyncio.to_thread(_read, sources.images, stored) if stored is not None else None
         if data is None:
             raise InvalidRequestError(
                 f"'{parameter}': no image with UUID {text} for this API key.",
@@ -110,7 +121,7 @@ async def resolve_image_input(
             )
         image_uuid = stored.image_uuid  # type: ignore[union-attr]
     elif text.startswith(("http://", "https://")):
-        data = await fetch(text, services.outbound, parameter=parameter, code=code)
+        data = await fetch(text, sources.outbound, parameter=parameter, code=code)
     else:
         data = _decode_base64(text, parameter, code)
     image, fmt = await asyncio.to_thread(decode_image_bytes, data, parameter=parameter, budget=budget)
