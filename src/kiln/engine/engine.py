@@ -9,10 +9,10 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline
+from diffusers import DiffusionPipeline
 from PIL import Image
 
-from kiln.errors import InferenceError, KilnError, ModelLoadError
+from kiln.errors import InferenceError, KilnError
 from kiln.generation import GenerationRequest, ModelSpec
 from kiln.progress import StepListener
 
@@ -20,8 +20,6 @@ from .devices import (
     DeviceOptions,
     default_memory_budget,
     free_memory,
-    prepare_module,
-    prepare_pipeline,
     set_vae_tiling,
 )
 from .embeddings import TextualInversions
@@ -30,9 +28,9 @@ from .grouping import Unit, batched_kwargs, call_key, setup_key
 from .ip_adapters import IpAdapters
 from .loras import LoraAdapters
 from .modes import check_mode_inputs, check_request, unchanged_images
-from .pipelines import load_pipeline, load_refiner, load_vae
 from .refiner import Refinement, check_refinable, ensemble_kwargs, refine
-from .residency import Lease, Residency, file_bytes
+from .residency import Lease, Residency
+from .resident_models import ResidentModels, pipeline_key, refiner_key
 from .scheduling import build_scheduler
 from .steps import StepReporter
 
@@ -89,6 +87,7 @@ class Engine:
         self._residency = Residency(
             memory_budget or default_memory_budget(self._options.device), self._options.device
         )
+        self._models = ResidentModels(self._options)
         self._loras = LoraAdapters(self._residency, max_loras_per_model)
         self._embeddings = TextualInversions(self._residency)
         self._ip_adapters = IpAdapters(self._residency, self._options.device, self._options.dtype)
@@ -130,8 +129,7 @@ class Engine:
     def pipeline(self, model: ModelSpec) -> DiffusionPipeline:
         """The resident pipeline of `model`, loaded first if needed (ModelLoadError if it
         cannot be). Shared: run it through `generate_batch`, do not reconfigure it."""
-        return self._residency.get(_pipeline_key(model), lambda: self._load_pipeline(model),
-                                   expected_size=self._expected_size(model))
+        return self._models.pipeline(self._residency, model)
 
     def generate(self, request: GenerationRequest) -> list[Image.Image]:
         """One RGB image of `request.width` x `request.height` per seed, in seed order, each
@@ -214,7 +212,7 @@ class Engine:
         memory budget was given.
         """
         model = request.model
-        pipe = self.pipeline(model) if _pipeline_key(model) in self._residency.keys() else None
+        pipe = self.pipeline(model) if pipeline_key(model) in self._residency.keys() else None
         per_image, per_call = family(model.architecture).activation_bytes(
             pipe, request, self._options.element_bytes)
         available = free_memory(self.device)
@@ -243,8 +241,7 @@ class Engine:
         first = requests[indices[0]]
         runnable = []
         try:
-            cached = lease.get(_pipeline_key(first.model), lambda: self._load_pipeline(first.model),
-                               expected_size=self._expected_size(first.model))
+            cached = self._models.pipeline(lease, first.model)
         except KilnError as error:
             for index in indices:
                 results[index] = error
@@ -265,9 +262,9 @@ class Engine:
             return
         try:
             # before the prompts are encoded: a LoRA may adapt the text encoder too
-            self._loras.activate(lease, cached, _pipeline_key(first.model), first.loras)
-            tokens = self._embeddings.activate(lease, cached, _pipeline_key(first.model), first.embeddings)
-            self._ip_adapters.activate(lease, cached, _pipeline_key(first.model), first.ip_adapters)
+            self._loras.activate(lease, cached, pipeline_key(first.model), first.loras)
+            tokens = self._embeddings.activate(lease, cached, pipeline_key(first.model), first.embeddings)
+            self._ip_adapters.activate(lease, cached, pipeline_key(first.model), first.ip_adapters)
             pipe = self._view(lease, cached, first)
             refiner = self._refiner_view(lease, first) if first.refiner is not None else None
         except KilnError as error:
@@ -308,13 +305,13 @@ class Engine:
         else:
             components: dict[str, Any] = {}
             if request.controlnets:
-                nets = [self._controlnet(lease, control.model) for control in request.controlnets]
+                nets = [self._models.controlnet(lease, control.model) for control in request.controlnets]
                 components["controlnet"] = family(architecture).controlnet(nets, request).to(self.device)
             pipe = cls.from_pipe(cached, **components)
             pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = scheduler
         if request.vae is not None:  # like the scheduler, replaces the view's own config entry
-            pipe.vae = self._vae(lease, cached, request.vae)
+            pipe.vae = self._models.vae(lease, cached, request.vae)
         if request.refiner is not None:
             check_refinable(pipe)
         return pipe
@@ -324,19 +321,12 @@ class Engine:
         of the request's embeddings in the refiner's text encoder."""
         assert request.refiner is not None
         model = request.refiner.model
-        key = ("refiner", model.air, model.path)
-
-        def load() -> DiffusionPipeline:
-            pipe = load_refiner(model, self.device, self._options.dtype)
-            prepare_pipeline(pipe, self._options)
-            return pipe
-
-        cached = lease.get(key, load, expected_size=self._expected_size(model))
-        tokens = self._embeddings.activate(lease, cached, key, request.embeddings)
+        cached = self._models.refiner(lease, model)
+        tokens = self._embeddings.activate(lease, cached, refiner_key(model), request.embeddings)
         pipe = copy.copy(cached)
         pipe.scheduler = build_scheduler(cached.scheduler, request.scheduler)
         if request.vae is not None:
-            pipe.vae = self._vae(lease, cached, request.vae)
+            pipe.vae = self._models.vae(lease, cached, request.vae)
         return pipe, tokens
 
     def _run_call(self, pipe: DiffusionPipeline, units: list[Unit], results: list[Result | None],
@@ -380,50 +370,3 @@ class Engine:
         for unit, image in zip(units, images, strict=True):
             results[unit.index] = image if image.mode == "RGB" else image.convert("RGB")
         return None
-
-    # -- models -------------------------------------------------------------------------------
-
-    def _load_pipeline(self, model: ModelSpec) -> DiffusionPipeline:
-        options, architecture = self._options, model.architecture
-        pipe = load_pipeline(model, self.device, options.dtype_for(architecture), options.offload_for(architecture))
-        prepare_pipeline(pipe, options)
-        return pipe
-
-    def _controlnet(self, lease: Lease, model: ModelSpec) -> torch.nn.Module:
-        def load() -> torch.nn.Module:
-            net = family(model.architecture).load_controlnet(
-                model, self.device, self._options.dtype_for(model.architecture))
-            prepare_module(net, self._options)
-            return net
-
-        return lease.get(("controlnet", model.air, model.path), load,
-                         expected_size=self._expected_size(model))
-
-    def _vae(self, lease: Lease, cached: DiffusionPipeline, model: ModelSpec) -> AutoencoderKL:
-        """The resident VAE of `model`, checked to fit `cached`'s latents (ModelLoadError)."""
-        def load() -> AutoencoderKL:
-            vae = load_vae(model, self.device, self._options.dtype)
-            prepare_module(vae, self._options)
-            vae.enable_slicing()
-            return vae
-
-        vae = lease.get(("vae", model.air, model.path), load, expected_size=self._expected_size(model))
-        ours, theirs = vae.config, cached.vae.config
-        if (ours.latent_channels, len(ours.block_out_channels)) != (
-                theirs.latent_channels, len(theirs.block_out_channels)):
-            raise ModelLoadError(
-                f"VAE {model.air} makes {ours.latent_channels}-channel latents at 1/"
-                f"{2 ** (len(ours.block_out_channels) - 1)} of the image size, the model's VAE "
-                f"{theirs.latent_channels}-channel ones at 1/{2 ** (len(theirs.block_out_channels) - 1)}: "
-                "use a VAE made for this model's architecture",
-                parameter="vae", air=model.air,
-            )
-        return vae
-
-    def _expected_size(self, model: ModelSpec) -> int:
-        """Bytes `model` will take once loaded in the engine's dtype."""
-        return file_bytes(model.path, self._options.element_bytes)
-
-
-def _pipeline_key(model: ModelSpec) -> tuple[str, str, str]:
-    return ("pipeline", model.air, model.path)
