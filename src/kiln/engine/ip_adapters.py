@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.models.embeddings import ImageProjection
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from kiln.errors import ModelLoadError
@@ -84,7 +85,7 @@ class IpAdapters:
                 pipe.image_encoder, pipe.feature_extractor = self._encoder(lease, adapter.model)
                 # Plain adapters project the encoder's image embedding; Plus and full-face ones
                 # its penultimate hidden states (diffusers' own rule).
-                hidden = type(projection).__name__ != "ImageProjection"
+                hidden = not isinstance(projection, ImageProjection)
                 cond, uncond = pipe.encode_image(list(adapter.guide_images), self._device, 1, hidden)
                 cond, uncond = cond[None], uncond[None]  # (1, guides, ...): one image of the batch
                 embeds.append(torch.cat([uncond, cond]) if request.cfg_scale > 1 else cond)
