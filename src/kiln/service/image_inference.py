@@ -62,7 +62,8 @@ def check_architecture(task: ImageInferenceTask, entry: CatalogEntry) -> None:
     check_supported(
         entry.architecture, negative_prompt=task.negativePrompt is not None, clip_skip=task.clipSkip,
         prompt_weighting=weighting, embeddings=bool(task.embeddings), refiner=task.refiner is not None,
-        vae=task.vae is not None, ip_adapters=bool(task.ipAdapters), control_modes=tuple(item.controlMode for item in task.controlNet),
+        vae=task.vae is not None, ip_adapters=bool(task.ipAdapters),
+        control_modes=tuple(item.controlMode for item in task.controlNet),
         mode=mode, inpainting_model=entry.architecture == "flux" and entry.type == "inpainting",
     )
     scheduler = task.scheduler or entry.defaults.scheduler

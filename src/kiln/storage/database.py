@@ -72,7 +72,7 @@ class Database:
         self.dialect = "postgresql" if url.drivername.startswith("postgresql") else "sqlite"
         self.description = url.render_as_string(hide_password=True)
         self._closed = False
-        # SQLite writers of this process queue here, handed the write lock the moment it is free,
+        # SQLite writers of this process queue here, each handed the lock the moment it is free,
         # rather than in SQLite's busy handler, whose sleeps (1, 2, 5, 10, 15, 20, 25 ms, ...)
         # spread a burst of requests' admissions out over tens of milliseconds.
         self._local_writer = threading.Lock() if self.dialect == "sqlite" else None
@@ -105,8 +105,8 @@ class Database:
         """A connection in a transaction, committed when the block ends without an error.
 
         On SQLite the transaction takes the write lock at once (BEGIN IMMEDIATE), so
-        read-then-write blocks are serialised across processes; this process's writers take
-        turns in arrival order first.
+        read-then-write blocks are serialised across processes; this process's writers first
+        queue on a lock of their own (`ServiceUnavailableError` after the statement timeout).
         """
         with self._writer_turn(), _unavailable_as_typed_error(), self._connect() as conn:
             conn.execution_options(**{_WRITE: True})
