@@ -67,19 +67,31 @@ def config_folder(header: TensorHeader, kind: ModelKind, configs_dir: Path) -> P
         digest.update(f"{name}\0{files[name]}\0".encode())
     prefix = "vae-" if kind.category == "vae" else ""
     folder = Path(configs_dir) / f"{prefix}{kind.variant}-{digest.hexdigest()[:10]}"
-    complete = folder / ("config.json" if kind.category == "vae" else "model_index.json")
-    if complete.is_file():
+    return write_folder_once(folder, files, complete="config.json" if kind.category == "vae" else "model_index.json")
+
+
+def write_folder_once(
+    folder: Path, files: Mapping[str, str], *, complete: str, links: Mapping[str, Path] | None = None
+) -> Path:
+    """`folder` with `files` (relative path → text) and symbolic `links` (relative path →
+    target), unless its `complete` file is there already. Written under a temporary name and
+    renamed, so a folder that exists is complete; when another process writes it at the same
+    time, either copy serves."""
+    if (folder / complete).is_file():
         return folder
     staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     for name, text in files.items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_text(text, "utf-8")
+    for name, target in (links or {}).items():
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        (staging / name).symlink_to(target)
     try:
-        staging.rename(folder)  # atomic: a folder that exists is complete
+        staging.rename(folder)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
-        if not complete.is_file():
+        if not (folder / complete).is_file():
             raise
     return folder
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kiln.models.configs import write_folder_once
 from kiln.models.kinds import read_header
 
 _FAMILY_BY_CONTEXT = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
@@ -75,7 +75,7 @@ def check_image_encoder(shapes: Mapping[str, tuple[int, ...]], folder: Path) -> 
 def encoder_folder(path: Path, configs_dir: Path) -> Path:
     """The transformers folder of the image encoder at `path`: the folder itself, or for a single
     `.safetensors` file of a published CLIP vision tower, a folder under `configs_dir` (named by
-    the file's content) holding its `config.json` and a link to the file. Raises ValueError
+    the file's path, size and modification time) holding its `config.json` and a link to it. Raises ValueError
     saying what `path` is otherwise."""
     path = Path(path)
     if path.is_dir():
@@ -83,14 +83,11 @@ def encoder_folder(path: Path, configs_dir: Path) -> Path:
     config = clip_vision_config(read_header(path).shapes, path.name)
     stat = path.stat()
     digest = hashlib.sha256(f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:10]
-    folder = Path(configs_dir) / f"clip-vision-{config['hidden_size']}-{digest}"
-    if not (folder / "config.json").is_file():
-        staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-        staging.mkdir(parents=True, exist_ok=True)
-        (staging / "model.safetensors").symlink_to(path.resolve())
-        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
-        staging.rename(folder)  # atomic: a folder that exists is complete
-    return folder
+    return write_folder_once(
+        Path(configs_dir) / f"clip-vision-{config['hidden_size']}-{digest}",
+        {"config.json": json.dumps(config, indent=2, sort_keys=True) + "\n"},
+        complete="config.json", links={"model.safetensors": path.resolve()},
+    )
 
 
 def clip_vision_config(shapes: Mapping[str, tuple[int, ...]], name: str = "the file") -> dict[str, Any]:
