@@ -1,9 +1,13 @@
-"""Shared test records: the tiny models' specs and a small, fast request."""
+"""Shared test records: the tiny models' specs, a small, fast request, and a counter of text
+encoder passes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
+from kiln.engine import Engine
 from kiln.generation import GenerationRequest, ModelSpec
 
 
@@ -32,3 +36,28 @@ def make_request(model: ModelSpec, **changes: object) -> GenerationRequest:
         seeds=(1,),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def text_encoder_passes(engine: Engine, requests: list[GenerationRequest]) -> int:
+    """How many times `generate_batch(requests)` runs the text encoders of their (one) model."""
+    pipe = engine.pipeline(requests[0].model)
+    encoders = [module for name, module in pipe.components.items()
+                if name.startswith("text_encoder") and module is not None]
+    passes = 0
+
+    def counted(forward: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            nonlocal passes
+            passes += 1
+            return forward(*args, **kwargs)
+        return run
+
+    for encoder in encoders:
+        encoder.forward = counted(encoder.forward)
+    try:
+        results = engine.generate_batch(requests)
+    finally:
+        for encoder in encoders:
+            del encoder.forward  # the class's own again
+    assert all(not isinstance(result, Exception) for result in results), results
+    return passes

@@ -28,7 +28,7 @@ from kiln.generation import (
 from tests.images import max_difference
 from tests.tiny_extras import build_refiner_folder, build_vae_folder, write_sdxl_embedding
 
-from .helpers import TinyModels, make_request
+from .helpers import TinyModels, make_request, text_encoder_passes
 
 PROMPTS = ("the cat", "a dog and the cat", "the red house on a hill", "the cat and the dog")
 
@@ -103,6 +103,22 @@ def test_a_batch_is_one_call_and_each_image_matches_its_request_alone(
     engine: Engine, tiny: TinyModels, arch: str
 ) -> None:
     check_batch(engine, variants(make_request(getattr(tiny, arch))))
+
+
+@pytest.mark.parametrize("arch", ["sd", "sdxl"])
+@pytest.mark.parametrize("weighting", [None, "compel"])
+def test_requests_with_the_same_prompts_encode_them_once(
+    engine: Engine, tiny: TinyModels, arch: str, weighting: str | None
+) -> None:
+    """Four images of one prompt (a task's numberResults) and two of another, all with the same
+    negative prompt: the text encoders run as often as for the two prompts alone."""
+    model = getattr(tiny, arch)
+    first = make_request(model, negative_prompt="blurry", prompt_weighting=weighting)
+    second = replace(first, positive_prompt="the red house on a hill")
+    batch = [replace(first, seeds=(seed,)) for seed in (1, 2, 3, 4)]
+    batch += [replace(second, seeds=(seed,)) for seed in (5, 6)]
+    assert text_encoder_passes(engine, batch) == text_encoder_passes(engine, [first, second]) > 0
+    check_batch(engine, batch)
 
 
 def test_a_batch_of_one_is_exactly_the_plain_diffusers_call(engine: Engine, tiny: TinyModels) -> None:

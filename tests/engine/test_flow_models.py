@@ -32,7 +32,7 @@ from kiln.schedulers import FLOW_SCHEDULER_NAMES
 from kiln.settings import Settings
 from tests.images import gradient, max_difference, pixels
 
-from .helpers import make_request
+from .helpers import make_request, text_encoder_passes
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,13 @@ def test_a_batch_equals_its_images_run_alone(engine: Engine, flow: FlowModels) -
         assert engine.pipeline_calls - calls == 1  # one call, a generator per image
         for result, alone in zip(results, batch, strict=True):
             assert max_difference(result, one(engine, alone)) <= 2
+
+
+def test_requests_with_the_same_prompts_encode_them_once(engine: Engine, flow: FlowModels) -> None:
+    for model in (flow.flux, flow.sd3):
+        first, second = request(model), request(model, positive_prompt="a red circle")
+        batch = [replace(first, seeds=(seed,)) for seed in (1, 2, 3)] + [replace(second, seeds=(4,))] * 2
+        assert text_encoder_passes(engine, batch) == text_encoder_passes(engine, [first, second]) > 0
 
 
 def test_a_fill_model_inpaints_and_does_nothing_else(engine: Engine, flow: FlowModels) -> None:

@@ -23,7 +23,7 @@ from .devices import (
     set_vae_tiling,
 )
 from .embeddings import TextualInversions
-from .families import SD, Tokens, family, inference_error
+from .families import SD, PromptMemo, Tokens, family, inference_error
 from .grouping import Unit, batched_kwargs, call_key, setup_key
 from .ip_adapters import IpAdapters
 from .loras import LoraAdapters
@@ -272,16 +272,17 @@ class Engine:
                 results[index] = error
             return
         calls: dict[Hashable, list[Unit]] = {}
+        memo, refiner_memo = PromptMemo(), PromptMemo()
         for index in runnable:
             request = requests[index]
             try:
-                kwargs = {**family(request.model.architecture).call_kwargs(pipe, request, tokens),
+                kwargs = {**family(request.model.architecture).call_kwargs(pipe, request, tokens, memo),
                           **self._ip_adapters.call_kwargs(lease, pipe, request)}
                 stage = None
                 if refiner is not None:
                     refiner_pipe, refiner_tokens = refiner
                     kwargs, refiner_kwargs = ensemble_kwargs(
-                        request, kwargs, SD.prompts(refiner_pipe, request, refiner_tokens))
+                        request, kwargs, SD.prompts(refiner_pipe, request, refiner_tokens, refiner_memo))
                     stage = Refinement(refiner_pipe, refiner_kwargs)
             except KilnError as error:
                 results[index] = error

@@ -8,6 +8,7 @@ estimates the activation memory of a call. The engine runs every family the same
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 import torch
@@ -29,6 +30,23 @@ Tokens = dict[str, tuple[str, ...]]
 """The tokens of a request's textual-inversion embeddings, by trigger word."""
 
 
+class PromptMemo:
+    """The prompt embeddings computed so far in one pipeline with one LoRA and embedding state
+    (the requests of one engine setup), by what they depend on: requests with the same prompts
+    (the images of one task, a prompt sent by many clients) encode them once. The tensors are
+    shared between those requests; the pipeline call only reads them."""
+
+    def __init__(self) -> None:
+        self._kwargs: dict[Hashable, dict[str, Any]] = {}
+
+    def get(self, key: Hashable, encode: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """A new dict of the embeddings of `key`, computed by `encode` the first time (an
+        error is raised, not kept: the next request of `key` tries again)."""
+        if key not in self._kwargs:
+            self._kwargs[key] = encode()
+        return dict(self._kwargs[key])
+
+
 class Family(Protocol):
     def view_class(self, cached: DiffusionPipeline, request: GenerationRequest) -> type[DiffusionPipeline]:
         """The pipeline class that runs `request` on the resident pipeline `cached`."""
@@ -36,8 +54,11 @@ class Family(Protocol):
     def check(self, cached: DiffusionPipeline, request: GenerationRequest) -> None:
         """Raise a KilnError naming the parameter for what `cached` cannot run."""
 
-    def call_kwargs(self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens) -> dict[str, Any]:
-        """The arguments of `request`'s pipeline call alone (without the generator)."""
+    def call_kwargs(
+        self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
+    ) -> dict[str, Any]:
+        """The arguments of `request`'s pipeline call alone (without the generator); its prompt
+        embeddings from `memo` when another request of the setup had the same prompts."""
 
     def controlnet(self, nets: list[torch.nn.Module], request: GenerationRequest) -> torch.nn.Module:
         """The pipeline's `controlnet` component for `nets`."""
@@ -70,29 +91,39 @@ class StableDiffusionFamily:
     def check(self, cached: DiffusionPipeline, request: GenerationRequest) -> None:
         check_pipeline_mode(cached, request)
 
-    def prompts(self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens) -> PromptKwargs:
+    def prompts(
+        self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
+    ) -> PromptKwargs:
         """The prompt embeddings of `request` in `pipe` (a base model's or a refiner's), its
-        trigger words replaced by the tokens of its embeddings."""
+        trigger words replaced by the tokens of its embeddings (`memo` holds `pipe`'s)."""
         weighting = request.prompt_weighting
         negative = request.negative_prompt
-        try:
-            return encode_prompts(
-                pipe,
-                request.model.architecture,
-                expand_triggers(request.positive_prompt, tokens, weighting),
-                None if negative is None else expand_triggers(negative, tokens, weighting),
-                request.clip_skip,
-                guidance=request.cfg_scale > 1,  # diffusers' own condition for classifier-free guidance
-                weighting=weighting,
-            )
-        except InvalidRequestError:
-            raise
-        except Exception as exc:
-            raise inference_error(exc) from exc
+        guidance = request.cfg_scale > 1  # diffusers' own condition for classifier-free guidance
 
-    def call_kwargs(self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens) -> dict[str, Any]:
+        def encode() -> PromptKwargs:
+            try:
+                return encode_prompts(
+                    pipe,
+                    request.model.architecture,
+                    expand_triggers(request.positive_prompt, tokens, weighting),
+                    None if negative is None else expand_triggers(negative, tokens, weighting),
+                    request.clip_skip,
+                    guidance=guidance,
+                    weighting=weighting,
+                )
+            except InvalidRequestError:
+                raise
+            except Exception as exc:
+                raise inference_error(exc) from exc
+
+        key = (request.positive_prompt, negative, request.clip_skip, guidance, weighting)
+        return memo.get(key, encode)
+
+    def call_kwargs(
+        self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
+    ) -> dict[str, Any]:
         return control_call_kwargs(request, mode_call_kwargs(request, {
-            **self.prompts(pipe, request, tokens), **_common_kwargs(request)}))
+            **self.prompts(pipe, request, tokens, memo), **_common_kwargs(request)}))
 
     def controlnet(self, nets: list[torch.nn.Module], request: GenerationRequest) -> torch.nn.Module:
         modes = [control.control_mode for control in request.controlnets]
@@ -123,11 +154,17 @@ class FlowFamily:
     def check(self, cached: DiffusionPipeline, request: GenerationRequest) -> None:
         flow.check_flow_request(cached, request)
 
-    def call_kwargs(self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens) -> dict[str, Any]:
-        try:
-            prompts = flow.flow_prompt_kwargs(pipe, request)
-        except Exception as exc:
-            raise inference_error(exc) from exc
+    def call_kwargs(
+        self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
+    ) -> dict[str, Any]:
+        def encode() -> dict[str, Any]:
+            try:
+                return flow.flow_prompt_kwargs(pipe, request)
+            except Exception as exc:
+                raise inference_error(exc) from exc
+
+        key = (request.positive_prompt, request.negative_prompt, request.clip_skip, request.cfg_scale > 1)
+        prompts = memo.get(key, encode)
         return flow.flow_control_kwargs(request, mode_call_kwargs(request, {**prompts, **_common_kwargs(request)}))
 
     def controlnet(self, nets: list[torch.nn.Module], request: GenerationRequest) -> torch.nn.Module:
