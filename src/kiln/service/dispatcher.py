@@ -36,6 +36,7 @@ from kiln.protocol.envelope import (
     peek_header,
     read_header,
 )
+from kiln.service.admission import Admission, Ticket
 from kiln.service.delivery import (
     BackgroundTasks,
     DeliveryOptions,
@@ -46,7 +47,6 @@ from kiln.service.delivery import (
 from kiln.service.get_response import GetResponseHandler
 from kiln.service.image_inference import ImageInferenceHandler
 from kiln.service.image_upload import ImageUploadHandler
-from kiln.service.limits import Admission, Ticket
 from kiln.service.metrics import Metrics
 from kiln.service.model_search import ModelSearchHandler
 from kiln.service.preprocess import PreprocessHandler

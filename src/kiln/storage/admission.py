@@ -1,5 +1,5 @@
 """Admission tickets: one row per admitted task in flight, so that the limits of
-`kiln.service.limits` hold across every front of the database.
+`kiln.service.admission` hold across every front of the database.
 
 Admitting is atomic across fronts: the count and the new ticket are one transaction under one
 lock (a PostgreSQL advisory lock; SQLite's write lock). Tickets of dead fronts do not count.

@@ -105,7 +105,7 @@ fronts = Table(  # every running server process; a row whose heartbeat is old is
     Column("heartbeat_at", Float, nullable=False),
 )
 
-admission_tickets = Table(  # one row per admitted task in flight (kiln.service.limits)
+admission_tickets = Table(  # one row per admitted task in flight (kiln.service.admission)
     "admission_tickets", metadata,
     Column("ticket_id", Text, primary_key=True),
     Column("front_id", Text, nullable=False),
