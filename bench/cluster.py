@@ -36,9 +36,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import KEY, MODELS, Kiln, loadavg, task  # noqa: E402
 
-from kiln.models import Catalog, CatalogEntry, ModelDefaults  # noqa: E402
-from kiln.storage import Database  # noqa: E402
-
 RAY = Path(sys.executable).with_name("ray")
 
 
@@ -61,13 +58,6 @@ def ray_head(cpus: int) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=300)
-
-
-def register(data_dir: Path, air: str, folder: Path) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    Catalog(Database(data_dir / "kiln.sqlite3")).add(CatalogEntry(
-        air=air, name=folder.name, version="1", category="checkpoint", type="base",
-        architecture="sd1x", path=str(folder.resolve()), defaults=ModelDefaults()))
 
 
 @contextmanager
@@ -179,7 +169,7 @@ def main() -> int:
     folder = model.ensure(args.models_dir)
     work = Path(tempfile.mkdtemp(prefix="kiln-cluster-"))
     data_dir = work / "data"
-    register(data_dir, model.air, folder)
+    model.register(folder, data_dir)
     load_before = loadavg()
     print(f"cluster bench: {model.air}; {os.cpu_count()} CPUs; load average before: {load_before}",
           flush=True)

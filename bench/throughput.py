@@ -2,24 +2,28 @@
 
 Both run the same model and settings, measured side by side in one run.
 
-    .venv/bin/python bench/throughput.py [--models tiny sd15] [--n 8 32]
+    .venv/bin/python bench/throughput.py [--models tiny sd15 sdxl] [--n 8 32]
         [--size 128] [--steps 10] [--threads 2] [--repeats 1] [--models-dir build/bench-models]
+        [--device cpu|cuda]
 
 For each model and each N it measures
   (a) N sequential direct diffusers calls, one image each (the serial queue);
   (b) one direct diffusers call with a batch of N (one seeded generator per image);
   (c) Kiln with N concurrent clients, each POSTing one 1-image imageInference task;
   (d) Kiln with one request asking for N images (numberResults; Runware caps a task at 20, so
-      larger N is split into tasks of at most 20 in the same request),
+      larger N is split into tasks of at most 20 in the same request);
+  (e) Kiln with one request of one image, alone: single-image latency end to end (its ÷ (a)
+      compares it with one direct call),
 and prints img/s, p50/p99 latency and the ratios. Latency is the time from the moment the N
 images are asked for to the moment each one is available, so in (a) the i-th image waits for
 the i-1 before it. Kiln runs as a real server (`kiln serve`, a subprocess on a loopback port)
 with KILN_MAX_BATCH = the largest N (or --max-batch) and the given KILN_BATCH_WINDOW_MS.
 
-Models: `tiny` is kiln:tiny-sd@1; `sd15` is the full-size SD 1.5 architecture (UNet 320/640/
-1280/1280, CLIP ViT-L text encoder, the 128/256/512/512 VAE) with random weights, built offline
-and deterministically once into `--models-dir`/sd15-random (fp16 safetensors, ~2 GB; loaded as
-fp32 on CPU). The goals of issue 12 (full-size SD 1.5, N = 8, 2 CPU cores): (c)/(b) >= 0.9 and
+Models (`random_models.py`): `tiny` is kiln:tiny-sd@1; `sd15` and `sdxl` are the full-size SD
+1.5 and SDXL architectures with random weights, built offline and deterministically once into
+`--models-dir` (fp16 safetensors, ~2 GB and ~7 GB; on `--device`). Both sides run fp32 on a
+CPU and fp16 on CUDA. `bench/device.sh` runs the GPU set (SD 1.5 at 512 px 25 steps, SDXL at
+1024 px 30 steps) on a lent GPU machine. The goals of issue 12 (full-size SD 1.5, N = 8, 2 CPU cores): (c)/(b) >= 0.9 and
 (c)/(a) >= 2.2, printed as PASS/FAIL. Run it on an otherwise idle machine: the load average
 before and after is printed so that a busy machine shows.
 """
@@ -54,98 +58,23 @@ import diffusers  # noqa: E402
 import httpx  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from diffusers import (  # noqa: E402
-    AutoencoderKL,
-    PNDMScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+from diffusers import DiffusionPipeline  # noqa: E402
+from random_models import MODELS, SEED, BenchModel  # noqa: E402
 
-from kiln.engine.demo_models import build_tiny_sd, tiny_tokenizer  # noqa: E402
-from kiln.models import Catalog, CatalogEntry, ModelDefaults  # noqa: E402
-from kiln.models.demo import BUILD_VERSION  # noqa: E402
 from kiln.settings import Settings  # noqa: E402
-from kiln.storage import Database  # noqa: E402
 
 KEY = "bench-key"
 CFG = 7.0
 MAX_RESULTS_PER_TASK = 20  # Runware's (and Kiln's) cap on numberResults
 PROMPTS = ("a red circle on a blue background", "a small green star in the top left corner",
            "a large yellow square on a white background", "a purple triangle in the centre")
-SD15_BUILD = "1"  # bump when build_sd15_random changes, so existing folders are rebuilt
-SEED = 0
 GOALS = (("c", "b", 0.9), ("c", "a", 2.2))  # (c)/(b) >= 0.9 and (c)/(a) >= 2.2: sd15, N = 8
 SCENARIOS = {
     "a": "N sequential direct calls",
     "b": "one direct call, batch of N",
     "c": "Kiln, N concurrent 1-image clients",
     "d": "Kiln, one request of N images",
-}
-
-
-# ---- the models ----------------------------------------------------------------------------
-
-def build_sd15_random(folder: Path) -> None:
-    """Write the full-size SD 1.5 architecture with random weights (seed 0) as a diffusers
-    folder of fp16 safetensors. Only the tokenizer is not SD 1.5's: it is the tiny models'
-    byte-level one (its vocabulary size is the text encoder's), which costs nothing to compute."""
-    torch.manual_seed(SEED)
-    tokenizer = tiny_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072,
-        num_hidden_layers=12, num_attention_heads=12, max_position_embeddings=77,
-        hidden_act="quick_gelu", projection_dim=768, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
-    unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8,
-        cross_attention_dim=768, norm_num_groups=32)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2, latent_channels=4, norm_num_groups=32, sample_size=512,
-        scaling_factor=0.18215)
-    scheduler = PNDMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", steps_offset=1,
-                              skip_prk_steps=True, set_alpha_to_one=False)
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.to(dtype=torch.float16)
-    staging = folder.with_name(folder.name + ".partial")  # a killed build leaves no half folder
-    shutil.rmtree(staging, ignore_errors=True)
-    pipe.save_pretrained(staging, safe_serialization=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-
-
-@dataclass(frozen=True)
-class BenchModel:
-    air: str
-    folder: str
-    build: Callable[[Path], Any]
-    version: str
-
-    def ensure(self, models_dir: Path) -> Path:
-        """The model's folder under `models_dir`, built first if missing or outdated."""
-        folder = models_dir / self.folder
-        stamp = folder / ".bench-build"
-        if not (stamp.is_file() and stamp.read_text() == self.version):
-            print(f"building {self.air} in {folder} ...", flush=True)
-            started = time.perf_counter()
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            self.build(folder)
-            stamp.write_text(self.version)
-            print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
-        return folder
-
-
-MODELS = {
-    "tiny": BenchModel("kiln:tiny-sd@1", "tiny-sd", build_tiny_sd, BUILD_VERSION),
-    "sd15": BenchModel("bench:sd15-random@1", "sd15-random", build_sd15_random, SD15_BUILD),
+    "e": "Kiln, one 1-image request alone",
 }
 
 
@@ -186,7 +115,7 @@ class Direct:
     """The diffusers pipeline called directly, loaded from the same folder as Kiln's."""
 
     def __init__(self, folder: Path, device: str, dtype: torch.dtype, size: int) -> None:
-        self.pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=dtype,
+        self.pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype,
                                                             local_files_only=True).to(device)
         self.pipe.set_progress_bar_config(disable=True)
         self.size = size
@@ -318,16 +247,13 @@ class Kiln:
 
 
 @contextmanager
-def kiln_server(air: str, folder: Path, data_dir: Path, env: dict[str, str]) -> Iterator[Kiln]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    Catalog(Database(data_dir / "kiln.sqlite3")).add(CatalogEntry(
-        air=air, name=folder.name, version="1", category="checkpoint", type="base",
-        architecture="sd1x", path=str(folder.resolve()), defaults=ModelDefaults()))
+def kiln_server(model: BenchModel, folder: Path, data_dir: Path, env: dict[str, str]) -> Iterator[Kiln]:
+    model.register(folder, data_dir)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     kiln = Kiln({**env, "KILN_DATA_DIR": str(data_dir), "KILN_PORT": str(port),
-                 "KILN_HOST": "127.0.0.1", "KILN_PRELOAD_MODELS": air},
+                 "KILN_HOST": "127.0.0.1", "KILN_PRELOAD_MODELS": model.air},
                 data_dir / "server.log", port)
     try:
         yield kiln
@@ -359,11 +285,11 @@ def kiln_env(args: argparse.Namespace, dtype: str) -> dict[str, str]:
 def run_model(name: str, args: argparse.Namespace, work: Path,
               results: dict[tuple[str, int], dict[str, Measurement]]) -> None:
     model = MODELS[name]
-    folder = model.ensure(args.models_dir)
+    folder = model.ensure(args.models_dir, args.device)
     dtype = "fp32" if args.device == "cpu" else "fp16"
     env = kiln_env(args, dtype)
     print(f"\n== {name}: {model.air} ({folder}); load average {loadavg()}", flush=True)
-    with kiln_server(model.air, folder, work / name, env) as kiln:
+    with kiln_server(model, folder, work / name, env) as kiln:
         direct = Direct(folder, args.device, torch.float32 if dtype == "fp32" else torch.float16,
                         args.size)
         kiln.wait_ready()
@@ -392,11 +318,12 @@ def measure(direct: Direct, kiln: Kiln, air: str, n: int,
         "c": lambda: kiln.concurrent([task(air, s, args.size, args.steps) for s in seeds]),
         "d": lambda: kiln.one_request([task(air, seeds[0] + sum(chunks[:i]), args.size,
                                             args.steps, k) for i, k in enumerate(chunks)]),
+        "e": lambda: kiln.one_request([task(air, seeds[0], args.size, args.steps)]),
     }
     measured = {key: Measurement() for key in runs}
     for _ in range(args.repeats):  # interleaved: drift in machine load hits all alike
         for key, fn in runs.items():
-            before = kiln.batch_counts() if key in "cd" else None
+            before = kiln.batch_counts() if key in "cde" else None
             measured[key].add(*fn())
             after = kiln.batch_counts() if before is not None else None
             if before is not None and after is not None:
@@ -464,7 +391,7 @@ def main() -> int:
 
     if args.build_only:
         for name in args.models:
-            folder = MODELS[name].ensure(args.models_dir)
+            folder = MODELS[name].ensure(args.models_dir, args.device)
             started = time.perf_counter()
             direct = Direct(folder, args.device, torch.float32, 64)
             image = direct.pipe(PROMPTS[0], width=64, height=64, num_inference_steps=2,
