@@ -121,6 +121,18 @@ def test_requests_with_the_same_prompts_encode_them_once(
     check_batch(engine, batch)
 
 
+@pytest.mark.parametrize("arch", ["sd", "sdxl"])
+def test_distinct_prompts_of_a_batch_share_their_text_encoder_passes(
+    engine: Engine, tiny: TinyModels, arch: str
+) -> None:
+    """Four requests with four prompts (two with a negative prompt, two without) run the text
+    encoders no more often than two of them."""
+    batch = variants(make_request(getattr(tiny, arch)))
+    assert text_encoder_passes(engine, batch) == text_encoder_passes(engine, batch[:2])
+    weighted = [replace(request, prompt_weighting="compel") for request in batch]
+    assert text_encoder_passes(engine, weighted) > text_encoder_passes(engine, weighted[:2])
+
+
 def test_a_batch_of_one_is_exactly_the_plain_diffusers_call(engine: Engine, tiny: TinyModels) -> None:
     [image] = engine.generate_batch([make_request(tiny.sd, seeds=(3,))])
     pipe = StableDiffusionPipeline.from_pretrained(

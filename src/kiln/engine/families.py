@@ -8,6 +8,7 @@ estimates the activation memory of a call. The engine runs every family the same
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
@@ -24,7 +25,9 @@ from .devices import activation_bytes
 from .embeddings import expand_triggers
 from .modes import check_pipeline_mode, mode_call_kwargs
 from .pipeline_classes import pipeline_class
-from .prompts import PromptKwargs, encode_prompts
+from .prompts import PromptKwargs, encode_plain_prompts, encode_prompts
+
+log = logging.getLogger(__name__)
 
 Tokens = dict[str, tuple[str, ...]]
 """The tokens of a request's textual-inversion embeddings, by trigger word."""
@@ -38,6 +41,13 @@ class PromptMemo:
 
     def __init__(self) -> None:
         self._kwargs: dict[Hashable, dict[str, Any]] = {}
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._kwargs
+
+    def put(self, key: Hashable, kwargs: dict[str, Any]) -> None:
+        """Keep `kwargs` as the embeddings of `key` (computed with others: `Family.prime`)."""
+        self._kwargs[key] = kwargs
 
     def get(self, key: Hashable, encode: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """A new dict of the embeddings of `key`, computed by `encode` the first time (an
@@ -53,6 +63,12 @@ class Family(Protocol):
 
     def check(self, cached: DiffusionPipeline, request: GenerationRequest) -> None:
         """Raise a KilnError naming the parameter for what `cached` cannot run."""
+
+    def prime(
+        self, pipe: DiffusionPipeline, requests: list[GenerationRequest], tokens: Tokens, memo: PromptMemo
+    ) -> None:
+        """Encode the distinct prompts of `requests` (of one setup) together where the family
+        can, into `memo`; what it leaves out, `call_kwargs` encodes one by one. Never raises."""
 
     def call_kwargs(
         self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
@@ -91,6 +107,32 @@ class StableDiffusionFamily:
     def check(self, cached: DiffusionPipeline, request: GenerationRequest) -> None:
         check_pipeline_mode(cached, request)
 
+    def prime(
+        self, pipe: DiffusionPipeline, requests: list[GenerationRequest], tokens: Tokens, memo: PromptMemo
+    ) -> None:
+        """Prompts without weighting, of several distinct pairs at one clip skip, are encoded
+        in one text-encoder pass (`encode_plain_prompts`): a batch of one keeps the encoding
+        of a request alone, byte for byte."""
+        groups: dict[int, dict[Hashable, tuple[str, str | None]]] = {}
+        for request in requests:
+            key = _prompt_key(request)
+            if request.prompt_weighting is None and key not in memo:
+                negative = request.negative_prompt
+                groups.setdefault(request.clip_skip, {})[key] = (
+                    expand_triggers(request.positive_prompt, tokens, None),
+                    None if negative is None else expand_triggers(negative, tokens, None))
+        for clip_skip, pairs in groups.items():
+            if len(pairs) < 2:
+                continue
+            try:
+                encoded = encode_plain_prompts(pipe, requests[0].model.architecture, list(pairs.values()),
+                                               clip_skip, guidance=requests[0].cfg_scale > 1)
+            except Exception:  # noqa: BLE001 - each request meets its own error in `prompts`
+                log.debug("encoding %d prompts together failed; one by one", len(pairs), exc_info=True)
+                continue
+            for key, kwargs in zip(pairs, encoded or (), strict=False):
+                memo.put(key, kwargs)
+
     def prompts(
         self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
     ) -> PromptKwargs:
@@ -98,7 +140,6 @@ class StableDiffusionFamily:
         trigger words replaced by the tokens of its embeddings (`memo` holds `pipe`'s)."""
         weighting = request.prompt_weighting
         negative = request.negative_prompt
-        guidance = request.cfg_scale > 1  # diffusers' own condition for classifier-free guidance
 
         def encode() -> PromptKwargs:
             try:
@@ -108,7 +149,7 @@ class StableDiffusionFamily:
                     expand_triggers(request.positive_prompt, tokens, weighting),
                     None if negative is None else expand_triggers(negative, tokens, weighting),
                     request.clip_skip,
-                    guidance=guidance,
+                    guidance=request.cfg_scale > 1,  # diffusers' own condition for classifier-free guidance
                     weighting=weighting,
                 )
             except InvalidRequestError:
@@ -116,8 +157,7 @@ class StableDiffusionFamily:
             except Exception as exc:
                 raise inference_error(exc) from exc
 
-        key = (request.positive_prompt, negative, request.clip_skip, guidance, weighting)
-        return memo.get(key, encode)
+        return memo.get(_prompt_key(request), encode)
 
     def call_kwargs(
         self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
@@ -154,6 +194,11 @@ class FlowFamily:
     def check(self, cached: DiffusionPipeline, request: GenerationRequest) -> None:
         flow.check_flow_request(cached, request)
 
+    def prime(
+        self, pipe: DiffusionPipeline, requests: list[GenerationRequest], tokens: Tokens, memo: PromptMemo
+    ) -> None:
+        """Nothing yet: each distinct prompt is encoded on its own, once (`call_kwargs`)."""
+
     def call_kwargs(
         self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
     ) -> dict[str, Any]:
@@ -163,8 +208,7 @@ class FlowFamily:
             except Exception as exc:
                 raise inference_error(exc) from exc
 
-        key = (request.positive_prompt, request.negative_prompt, request.clip_skip, request.cfg_scale > 1)
-        prompts = memo.get(key, encode)
+        prompts = memo.get(_prompt_key(request), encode)
         return flow.flow_control_kwargs(request, mode_call_kwargs(request, {**prompts, **_common_kwargs(request)}))
 
     def controlnet(self, nets: list[torch.nn.Module], request: GenerationRequest) -> torch.nn.Module:
@@ -181,6 +225,12 @@ class FlowFamily:
 
 SD = StableDiffusionFamily()
 FLOW = FlowFamily()
+
+
+def _prompt_key(request: GenerationRequest) -> Hashable:
+    """What a request's prompt embeddings depend on within one setup."""
+    return (request.positive_prompt, request.negative_prompt, request.clip_skip,
+            request.cfg_scale > 1, request.prompt_weighting)
 
 
 def _common_kwargs(request: GenerationRequest) -> dict[str, Any]:

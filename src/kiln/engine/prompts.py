@@ -7,6 +7,7 @@ weighting (Compel) one place to plug in. The result is a dict of pipeline keywor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -56,6 +57,65 @@ def encode_prompts(
     return _encode_sdxl(pipe, positive, negative, clip_skip, guidance)
 
 
+@torch.no_grad()
+def encode_plain_prompts(
+    pipe: Any,
+    architecture: Architecture,
+    pairs: Sequence[tuple[str, str | None]],
+    clip_skip: int,
+    *,
+    guidance: bool,
+) -> list[PromptKwargs] | None:
+    """What `encode_prompts` gives each (positive, negative) pair of `pairs`, without weighting,
+    computed together: SD 1.x encodes every distinct text of the pairs in one text-encoder
+    pass; SDXL passes all pairs with a negative prompt, and all without, through diffusers'
+    `encode_prompt` at once. The embeddings equal the pairs' own within float rounding (the
+    encoders' arithmetic differs slightly with the batch size). None when a text is longer
+    than one window of the text encoder (`encode_prompts` chunks it). Raises what
+    `encode_prompts` raises."""
+    first_encoder = pipe.text_encoder if pipe.text_encoder is not None else pipe.text_encoder_2
+    first_tokenizer = pipe.tokenizer if pipe.tokenizer is not None else pipe.tokenizer_2
+    _check_clip_skip(first_encoder, clip_skip)
+    if _beyond_window(first_tokenizer, *(text for pair in pairs for text in pair if text is not None)):
+        return None
+    if architecture != "sd1x":
+        return _encode_sdxl_pairs(pipe, pairs, clip_skip, guidance)
+    texts = [positive for positive, _ in pairs] + [negative or "" for _, negative in pairs if guidance]
+    row = {text: index for index, text in enumerate(dict.fromkeys(texts))}
+    hidden = _clip_hidden(pipe.tokenizer, pipe.text_encoder, list(row), clip_skip)
+    return [{
+        "prompt_embeds": hidden[row[positive]][None],
+        "negative_prompt_embeds": hidden[row[negative or ""]][None] if guidance else None,
+    } for positive, negative in pairs]
+
+
+def _encode_sdxl_pairs(
+    pipe: StableDiffusionXLPipeline, pairs: Sequence[tuple[str, str | None]], clip_skip: int, guidance: bool
+) -> list[PromptKwargs]:
+    results: list[PromptKwargs | None] = [None] * len(pairs)
+    for without_negative in (True, False):  # None may mean all-zero embeddings: its own call
+        indices = [i for i, (_, negative) in enumerate(pairs) if (negative is None) == without_negative]
+        if not indices:
+            continue
+        embeds, negative_embeds, pooled, negative_pooled = pipe.encode_prompt(
+            prompt=[pairs[i][0] for i in indices],
+            device=pipe._execution_device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=guidance,
+            negative_prompt=None if without_negative else [pairs[i][1] for i in indices],
+            clip_skip=clip_skip,
+        )
+        for row, i in enumerate(indices):
+            results[i] = {
+                "prompt_embeds": embeds[row][None],
+                "negative_prompt_embeds": None if negative_embeds is None else negative_embeds[row][None],
+                "pooled_prompt_embeds": pooled[row][None],
+                "negative_pooled_prompt_embeds":
+                    None if negative_pooled is None else negative_pooled[row][None],
+            }
+    return [result for result in results if result is not None]
+
+
 def _beyond_window(tokenizer: CLIPTokenizer, *texts: str) -> bool:
     """Whether a text has more tokens than one window holds (besides its BOS and EOS)."""
     window = tokenizer.model_max_length - 2
@@ -92,9 +152,10 @@ def _encode_sd1x(
 
 
 def _clip_hidden(
-    tokenizer: CLIPTokenizer, encoder: CLIPTextModel, text: str, clip_skip: int
+    tokenizer: CLIPTokenizer, encoder: CLIPTextModel, text: str | list[str], clip_skip: int
 ) -> torch.Tensor:
-    """The CLIP hidden states SD 1.x conditions on, `clip_skip` layers from the end."""
+    """The CLIP hidden states SD 1.x conditions on, `clip_skip` layers from the end: one row
+    per text."""
     ids = _token_ids(tokenizer, text).to(encoder.device)
     output = encoder(ids, output_hidden_states=True)
     if clip_skip == 0:
@@ -131,7 +192,7 @@ def _encode_sdxl(
     }
 
 
-def _token_ids(tokenizer: CLIPTokenizer, text: str) -> torch.Tensor:
+def _token_ids(tokenizer: CLIPTokenizer, text: str | list[str]) -> torch.Tensor:
     # Pad to the full context, as SD was trained: 77 tokens including BOS/EOS (longer texts go
     # to the chunking encoder; truncation only guards that).
     return tokenizer(
