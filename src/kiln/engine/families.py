@@ -130,8 +130,9 @@ class StableDiffusionFamily:
             except Exception:  # noqa: BLE001 - each request meets its own error in `prompts`
                 log.debug("encoding %d prompts together failed; one by one", len(pairs), exc_info=True)
                 continue
-            for key, kwargs in zip(pairs, encoded or (), strict=False):
-                memo.put(key, kwargs)
+            if encoded is not None:  # None: a prompt needs the chunking encoder
+                for key, kwargs in zip(pairs, encoded, strict=True):
+                    memo.put(key, kwargs)
 
     def prompts(
         self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo

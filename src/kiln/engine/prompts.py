@@ -92,7 +92,7 @@ def encode_plain_prompts(
 def _encode_sdxl_pairs(
     pipe: StableDiffusionXLPipeline, pairs: Sequence[tuple[str, str | None]], clip_skip: int, guidance: bool
 ) -> list[PromptKwargs]:
-    results: list[PromptKwargs | None] = [None] * len(pairs)
+    results: dict[int, PromptKwargs] = {}
     for without_negative in (True, False):  # None may mean all-zero embeddings: its own call
         indices = [i for i, (_, negative) in enumerate(pairs) if (negative is None) == without_negative]
         if not indices:
@@ -113,7 +113,7 @@ def _encode_sdxl_pairs(
                 "negative_pooled_prompt_embeds":
                     None if negative_pooled is None else negative_pooled[row][None],
             }
-    return [result for result in results if result is not None]
+    return [results[i] for i in range(len(pairs))]
 
 
 def _beyond_window(tokenizer: CLIPTokenizer, *texts: str) -> bool:
