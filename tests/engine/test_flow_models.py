@@ -178,6 +178,15 @@ def test_requests_with_the_same_prompts_encode_them_once(engine: Engine, flow: F
         assert text_encoder_passes(engine, batch) == text_encoder_passes(engine, [first, second]) > 0
 
 
+def test_distinct_prompts_of_a_batch_share_their_text_encoder_passes(engine: Engine, flow: FlowModels) -> None:
+    prompts = ("a red circle", "a blue square", "a green star", "the cat")
+    for model in (flow.flux, flow.sd3):
+        negative = "blurry" if model.architecture == "sd3" else None  # FLUX has none
+        batch = [request(model, seeds=(seed,), positive_prompt=prompt, negative_prompt=negative if seed % 2 else None)
+                 for seed, prompt in enumerate(prompts)]
+        assert text_encoder_passes(engine, batch) == text_encoder_passes(engine, batch[:2])
+
+
 def test_a_fill_model_inpaints_and_does_nothing_else(engine: Engine, flow: FlowModels) -> None:
     assert one(engine, request(flow.fill, **{**edit("inpaint"), "strength": 1.0})).size == (64, 64)
     for mode in ("text", "image"):

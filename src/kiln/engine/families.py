@@ -110,29 +110,10 @@ class StableDiffusionFamily:
     def prime(
         self, pipe: DiffusionPipeline, requests: list[GenerationRequest], tokens: Tokens, memo: PromptMemo
     ) -> None:
-        """Prompts without weighting, of several distinct pairs at one clip skip, are encoded
-        in one text-encoder pass (`encode_plain_prompts`): a batch of one keeps the encoding
-        of a request alone, byte for byte."""
-        groups: dict[int, dict[Hashable, tuple[str, str | None]]] = {}
-        for request in requests:
-            key = _prompt_key(request)
-            if request.prompt_weighting is None and key not in memo:
-                negative = request.negative_prompt
-                groups.setdefault(request.clip_skip, {})[key] = (
-                    expand_triggers(request.positive_prompt, tokens, None),
-                    None if negative is None else expand_triggers(negative, tokens, None))
-        for clip_skip, pairs in groups.items():
-            if len(pairs) < 2:
-                continue
-            try:
-                encoded = encode_plain_prompts(pipe, requests[0].model.architecture, list(pairs.values()),
-                                               clip_skip, guidance=requests[0].cfg_scale > 1)
-            except Exception:  # noqa: BLE001 - each request meets its own error in `prompts`
-                log.debug("encoding %d prompts together failed; one by one", len(pairs), exc_info=True)
-                continue
-            if encoded is not None:  # None: a prompt needs the chunking encoder
-                for key, kwargs in zip(pairs, encoded, strict=True):
-                    memo.put(key, kwargs)
+        """Prompts without weighting go through the text encoders together
+        (`encode_plain_prompts`)."""
+        _prime(requests, tokens, memo, lambda pairs, clip_skip: encode_plain_prompts(
+            pipe, requests[0].model.architecture, pairs, clip_skip, guidance=requests[0].cfg_scale > 1))
 
     def prompts(
         self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
@@ -198,16 +179,21 @@ class FlowFamily:
     def prime(
         self, pipe: DiffusionPipeline, requests: list[GenerationRequest], tokens: Tokens, memo: PromptMemo
     ) -> None:
-        """Nothing yet: each distinct prompt is encoded on its own, once (`call_kwargs`)."""
+        """All through one `encode_prompt` call (`flow_pipelines.flow_prompt_kwargs`)."""
+        _prime(requests, tokens, memo, lambda pairs, clip_skip: flow.flow_prompt_kwargs(
+            pipe, requests[0].model.architecture, pairs, clip_skip, guidance=requests[0].cfg_scale > 1))
 
     def call_kwargs(
         self, pipe: DiffusionPipeline, request: GenerationRequest, tokens: Tokens, memo: PromptMemo
     ) -> dict[str, Any]:
         def encode() -> dict[str, Any]:
             try:
-                return flow.flow_prompt_kwargs(pipe, request)
+                [kwargs] = flow.flow_prompt_kwargs(
+                    pipe, request.model.architecture, [(request.positive_prompt, request.negative_prompt)],
+                    request.clip_skip, guidance=request.cfg_scale > 1)
             except Exception as exc:
                 raise inference_error(exc) from exc
+            return kwargs
 
         prompts = memo.get(_prompt_key(request), encode)
         return flow.flow_control_kwargs(request, mode_call_kwargs(request, {**prompts, **_common_kwargs(request)}))
@@ -226,6 +212,41 @@ class FlowFamily:
 
 SD = StableDiffusionFamily()
 FLOW = FlowFamily()
+
+
+PromptPairs = list[tuple[str, str | None]]
+
+
+def _prime(
+    requests: list[GenerationRequest],
+    tokens: Tokens,
+    memo: PromptMemo,
+    encode: Callable[[PromptPairs, int], list[dict[str, Any]] | None],
+) -> None:
+    """Put into `memo` what `encode(pairs, clip_skip)` gives the distinct (positive, negative)
+    pairs of the unweighted `requests` not in it yet, where one clip skip has several (a batch
+    of one keeps the encoding of a request alone, byte for byte). `encode` gives one result per
+    pair, or None to decline; when it fails, the requests are left to be encoded, and to fail,
+    one by one."""
+    groups: dict[int, dict[Hashable, tuple[str, str | None]]] = {}
+    for request in requests:
+        key = _prompt_key(request)
+        if request.prompt_weighting is None and key not in memo:
+            negative = request.negative_prompt
+            groups.setdefault(request.clip_skip, {})[key] = (
+                expand_triggers(request.positive_prompt, tokens, None),
+                None if negative is None else expand_triggers(negative, tokens, None))
+    for clip_skip, pairs in groups.items():
+        if len(pairs) < 2:
+            continue
+        try:
+            encoded = encode(list(pairs.values()), clip_skip)
+        except Exception:  # noqa: BLE001 - each request meets its own error when encoded alone
+            log.debug("encoding %d prompts together failed; one by one", len(pairs), exc_info=True)
+            continue
+        if encoded is not None:
+            for key, kwargs in zip(pairs, encoded, strict=True):
+                memo.put(key, kwargs)
 
 
 def _prompt_key(request: GenerationRequest) -> Hashable:

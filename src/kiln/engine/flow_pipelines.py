@@ -10,6 +10,7 @@ masked image and mask) run inpainting only, through `FluxFillPipeline`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,27 +105,36 @@ def check_flow_request(pipe: DiffusionPipeline, request: GenerationRequest) -> N
 
 
 @torch.no_grad()
-def flow_prompt_kwargs(pipe: DiffusionPipeline, request: GenerationRequest) -> dict[str, Any]:
-    """The prompt embeddings of `request` as pipeline arguments: FLUX's T5 sequence and CLIP
-    pooled vector; SD3's, with the negative prompt's when CFG > 1 and `clip_skip` applied to
-    its CLIP encoders. Prompts beyond the T5 window (512 tokens FLUX, 256 SD3) are cut there."""
+def flow_prompt_kwargs(
+    pipe: DiffusionPipeline, architecture: str, pairs: Sequence[tuple[str, str | None]], clip_skip: int,
+    *, guidance: bool,
+) -> list[dict[str, Any]]:
+    """The prompt embeddings of each (positive, negative) pair of `pairs` as pipeline arguments,
+    all encoded in one call of the pipeline's `encode_prompt`: FLUX's T5 sequence and CLIP
+    pooled vector; SD3's, with the negative prompt's (None is the empty prompt) when `guidance`
+    and `clip_skip` applied to its CLIP encoders. Prompts beyond the T5 window (512 tokens FLUX,
+    256 SD3) are cut there. A single pair is encoded exactly as alone; several equal their own
+    within float rounding."""
     device = pipe._execution_device
-    if request.model.architecture == "flux":
+    positives = [positive for positive, _ in pairs]
+    if architecture == "flux":
         embeds, pooled, _ = pipe.encode_prompt(
-            prompt=request.positive_prompt, prompt_2=None, device=device, num_images_per_prompt=1,
+            prompt=positives, prompt_2=None, device=device, num_images_per_prompt=1,
             max_sequence_length=_window(pipe.tokenizer_2, FLUX_TOKENS),
         )
-        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+        return [{"prompt_embeds": embeds[i][None], "pooled_prompt_embeds": pooled[i][None]}
+                for i in range(len(pairs))]
     embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-        prompt=request.positive_prompt, prompt_2=None, prompt_3=None, device=device,
-        num_images_per_prompt=1, do_classifier_free_guidance=request.cfg_scale > 1,
-        negative_prompt=request.negative_prompt, clip_skip=request.clip_skip or None,
+        prompt=positives, prompt_2=None, prompt_3=None, device=device,
+        num_images_per_prompt=1, do_classifier_free_guidance=guidance,
+        negative_prompt=[negative or "" for _, negative in pairs], clip_skip=clip_skip or None,
         max_sequence_length=_window(pipe.tokenizer_3, SD3_TOKENS),
     )
-    return {
-        "prompt_embeds": embeds, "negative_prompt_embeds": negative,
-        "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled,
-    }
+    return [{
+        "prompt_embeds": embeds[i][None], "pooled_prompt_embeds": pooled[i][None],
+        "negative_prompt_embeds": None if negative is None else negative[i][None],
+        "negative_pooled_prompt_embeds": None if negative_pooled is None else negative_pooled[i][None],
+    } for i in range(len(pairs))]
 
 
 def _window(tokenizer: Any, trained: int) -> int:
