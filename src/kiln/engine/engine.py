@@ -273,9 +273,10 @@ class Engine:
             return
         calls: dict[Hashable, list[Unit]] = {}
         memo, refiner_memo = PromptMemo(), PromptMemo()
-        family(first.model.architecture).prime(pipe, [requests[i] for i in runnable], tokens, memo)
+        batch = [requests[index] for index in runnable]
+        family(first.model.architecture).prime(pipe, batch, tokens, memo)
         if refiner is not None:
-            SD.prime(refiner[0], [requests[i] for i in runnable], refiner[1], refiner_memo)
+            SD.prime(refiner[0], batch, refiner[1], refiner_memo)
         for index in runnable:
             request = requests[index]
             try:

@@ -43,10 +43,8 @@ def encode_prompts(
     longer than the text encoder's window is encoded in chunks of it (as weighted prompts are),
     never truncated.
     """
-    first_encoder = pipe.text_encoder if pipe.text_encoder is not None else pipe.text_encoder_2
-    first_tokenizer = pipe.tokenizer if pipe.tokenizer is not None else pipe.tokenizer_2
-    _check_clip_skip(first_encoder, clip_skip)
-    if weighting is not None or _beyond_window(first_tokenizer, positive, negative or ""):
+    fits = _fits_one_window(pipe, clip_skip, positive, negative or "")
+    if weighting is not None or not fits:
         from .weighting import encode_weighted_prompts  # compel is slow to import: on demand
 
         return encode_weighted_prompts(
@@ -54,7 +52,8 @@ def encode_prompts(
         )
     if architecture == "sd1x":
         return _encode_sd1x(pipe, positive, negative, clip_skip, guidance)
-    return _encode_sdxl(pipe, positive, negative, clip_skip, guidance)
+    [kwargs] = _encode_sdxl_pairs(pipe, [(positive, negative)], clip_skip, guidance)
+    return kwargs
 
 
 @torch.no_grad()
@@ -73,10 +72,7 @@ def encode_plain_prompts(
     encoders' arithmetic differs slightly with the batch size). None when a text is longer
     than one window of the text encoder (`encode_prompts` chunks it). Raises what
     `encode_prompts` raises."""
-    first_encoder = pipe.text_encoder if pipe.text_encoder is not None else pipe.text_encoder_2
-    first_tokenizer = pipe.tokenizer if pipe.tokenizer is not None else pipe.tokenizer_2
-    _check_clip_skip(first_encoder, clip_skip)
-    if _beyond_window(first_tokenizer, *(text for pair in pairs for text in pair if text is not None)):
+    if not _fits_one_window(pipe, clip_skip, *(text for pair in pairs for text in pair if text is not None)):
         return None
     if architecture != "sd1x":
         return _encode_sdxl_pairs(pipe, pairs, clip_skip, guidance)
@@ -92,6 +88,10 @@ def encode_plain_prompts(
 def _encode_sdxl_pairs(
     pipe: StableDiffusionXLPipeline, pairs: Sequence[tuple[str, str | None]], clip_skip: int, guidance: bool
 ) -> list[PromptKwargs]:
+    """Each pair's SDXL embeddings through diffusers' `encode_prompt`: one call for the pairs
+    with a negative prompt and one for those without. SDXL's `encode_prompt` does not touch
+    `text_model`, so its clip skip works under transformers 5; its `clip_skip` already counts
+    from the penultimate layer."""
     results: dict[int, PromptKwargs] = {}
     for without_negative in (True, False):  # None may mean all-zero embeddings: its own call
         indices = [i for i, (_, negative) in enumerate(pairs) if (negative is None) == without_negative]
@@ -114,6 +114,15 @@ def _encode_sdxl_pairs(
                     None if negative_pooled is None else negative_pooled[row][None],
             }
     return [results[i] for i in range(len(pairs))]
+
+
+def _fits_one_window(pipe: Any, clip_skip: int, *texts: str) -> bool:
+    """Whether every text fits one window of the pipeline's first text encoder (an SDXL
+    refiner's is its second); InvalidRequestError when `clip_skip` is beyond its depth."""
+    encoder = pipe.text_encoder if pipe.text_encoder is not None else pipe.text_encoder_2
+    tokenizer = pipe.tokenizer if pipe.tokenizer is not None else pipe.tokenizer_2
+    _check_clip_skip(encoder, clip_skip)
+    return not _beyond_window(tokenizer, *texts)
 
 
 def _beyond_window(tokenizer: CLIPTokenizer, *texts: str) -> bool:
@@ -165,31 +174,6 @@ def _clip_hidden(
         text_model = getattr(encoder, "text_model", encoder)  # flattened in transformers 5
         hidden = text_model.final_layer_norm(output.hidden_states[-(clip_skip + 1)])
     return hidden.to(encoder.dtype)
-
-
-def _encode_sdxl(
-    pipe: StableDiffusionXLPipeline,
-    positive: str,
-    negative: str | None,
-    clip_skip: int,
-    guidance: bool,
-) -> PromptKwargs:
-    # SDXL's encode_prompt does not touch `text_model`, so its clip skip works under
-    # transformers 5; its `clip_skip` already counts from the penultimate layer.
-    embeds, negative_embeds, pooled, negative_pooled = pipe.encode_prompt(
-        prompt=positive,
-        device=pipe._execution_device,
-        num_images_per_prompt=1,
-        do_classifier_free_guidance=guidance,
-        negative_prompt=negative,
-        clip_skip=clip_skip,
-    )
-    return {
-        "prompt_embeds": embeds,
-        "negative_prompt_embeds": negative_embeds,
-        "pooled_prompt_embeds": pooled,
-        "negative_pooled_prompt_embeds": negative_pooled,
-    }
 
 
 def _token_ids(tokenizer: CLIPTokenizer, text: str | list[str]) -> torch.Tensor:
